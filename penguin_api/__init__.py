@@ -1,0 +1,1 @@
+"""Penguin Classification API: tells which penguin species is in a photo."""

@@ -1,0 +1,134 @@
+"""Decoding and preprocessing: upload bytes -> upright RGB image -> model input array.
+
+This module knows nothing of HTTP or of the model runtime. Anything a client can send
+either comes back as an RGB image or raises one of the ImageError types below; no other
+exception is meant to escape (the fuzz tests hold it to that).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+try:  # HEIC/HEIF from phones; optional so the training tools work without it.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    _HEIF = ("HEIF",)
+except ImportError:  # pragma: no cover - pillow-heif is a runtime dependency
+    _HEIF = ()
+
+#: Pillow format names we decode; anything else Pillow could open is refused.
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", *_HEIF)
+#: The same, as a user reads them in an error message.
+ACCEPTED_FORMATS_TEXT = "JPEG, PNG, WebP, GIF, BMP, TIFF" + (", HEIC/HEIF" if _HEIF else "")
+
+MODEL_INPUT_SIZE = 224
+
+
+class ImageError(Exception):
+    """An upload that cannot be turned into a model input; the message is safe to show."""
+
+
+class UnsupportedImage(ImageError):
+    """Not an image, damaged, or in a format we do not accept."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the configured limit (decompression-bomb guard)."""
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int, min_side: int = MODEL_INPUT_SIZE
+) -> Image.Image:
+    """Decode upload bytes into an upright 8-bit RGB image.
+
+    JPEGs are decoded at a reduced scale (``Image.draft``) that still leaves the
+    shorter side at least ``min_side`` pixels, so a 12 MP phone photo costs little
+    more than a thumbnail. The pixel limit is checked on the header, before any
+    pixel is decoded.
+    """
+    if not data:
+        raise UnsupportedImage("The file is empty.")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below is the guard; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            width, height = img.size
+            if width < 1 or height < 1:
+                raise UnsupportedImage("The image has no pixels.")
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"The image is {width}x{height} = {width * height:,} pixels; "
+                    f"the limit is {max_pixels:,} pixels."
+                )
+            if img.format == "JPEG":
+                img.draft("RGB", _draft_size(width, height, min_side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"The image has too many pixels ({exc}).") from None
+    except Image.UnidentifiedImageError:
+        raise UnsupportedImage(
+            f"The file is not an image in an accepted format ({ACCEPTED_FORMATS_TEXT})."
+        ) from None
+    except MemoryError:
+        raise ImageTooLarge("The image is too large to decode.") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault
+        raise UnsupportedImage(
+            f"The image could not be decoded; it may be truncated or damaged ({type(exc).__name__})."
+        ) from None
+
+
+def to_model_input(img: Image.Image, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size``: uint8 array ``[size, size, 3]``.
+
+    The square crop keeps the aspect ratio (penguins are not stretched); its side is
+    the image's shorter side, so nothing but the long side's margins is lost.
+    """
+    width, height = img.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    box = (left, top, left + side, top + side)
+    square = img.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def prepare(data: bytes, *, max_pixels: int, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Upload bytes straight to a model input array (decode, orient, crop, resize)."""
+    return to_model_input(decode_image(data, max_pixels=max_pixels, min_side=size), size)
+
+
+def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
+    """The size to ask ``draft`` for so that the shorter side stays >= ``min_side``."""
+    scale = min_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to 8-bit RGB: transparency over white, 16/32-bit scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
