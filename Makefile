@@ -1,0 +1,60 @@
+# Penguin Classification API — every task a developer or CI runs, in one place.
+# `make run` and `make test` work from a clean clone with only Python 3.11 and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+PORT   ?= 8080
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev run test lint format train evaluate
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# --- environments -------------------------------------------------------------
+# Stamp files make re-runs instant until pyproject.toml changes.
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[dev,train]'
+	@touch $@ $(VENV)/.run-installed
+
+install: $(VENV)/.run-installed ## create .venv with what the service needs
+
+install-dev: $(VENV)/.dev-installed ## create .venv with the service, training and test tools
+
+# --- the two commands ---------------------------------------------------------
+run: install ## serve the shipped model on :$(PORT)
+	PORT=$(PORT) $(BIN)/penguin-api serve
+
+test: install-dev ## install everything the tests need and run the whole suite
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+# --- development --------------------------------------------------------------
+lint: install-dev ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev ## apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# --- the model ----------------------------------------------------------------
+DATA ?= ../shared/data
+train: install-dev ## rebuild model/ from the photos in $(DATA)
+	$(BIN)/penguin-api train --data $(DATA) --out model
+
+EVAL_DATA ?= $(DATA)/penguins/val
+EVAL_NEG  ?= $(DATA)/not_penguin/val
+EVAL_OUT  ?= reports/evaluate
+evaluate: install-dev ## evaluate the shipped model on $(EVAL_DATA), report in $(EVAL_OUT)
+	$(BIN)/penguin-api evaluate --data $(EVAL_DATA) --negatives $(EVAL_NEG) --out $(EVAL_OUT)
