@@ -1,0 +1,56 @@
+"""Shared fixtures: a real server, the shared photo set, sample images made on the fly."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.server import DEFAULT_MODEL_DIR, REPO_ROOT, Server, model_available, running_server
+
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The shipped model directory; tests that need a model skip when it is absent."""
+    if not model_available(DEFAULT_MODEL_DIR):
+        pytest.skip(f"no model in {DEFAULT_MODEL_DIR} (penguin-classifier.onnx + model-card.json)")
+    return DEFAULT_MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[Server]:
+    """Real Gunicorn, 2 workers, the shipped model, ready; shared by a test module."""
+    with running_server(workers=2, model_dir=model_dir) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (labelled photos, read only); skip when it is not there."""
+    if not (SHARED_DATA / "penguins").is_dir():
+        pytest.skip(f"shared photo set not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def penguin_photo(shared_data: Path) -> Path:
+    """One real labelled penguin photo from the validation split."""
+    photos = sorted((shared_data / "penguins" / "val").glob("*/*.jp*g"))
+    if not photos:
+        pytest.skip("no JPEG penguin photos in the shared validation split")
+    return photos[0]
+
+
+@pytest.fixture(scope="session")
+def small_jpeg() -> bytes:
+    """A 320x240 JPEG drawn here (no photo needed): enough for the API's happy path."""
+    img = Image.new("RGB", (320, 240), (30, 60, 90))
+    img.paste((240, 240, 240), (100, 60, 220, 200))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()

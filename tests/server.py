@@ -1,0 +1,196 @@
+"""Start the real service for tests: Gunicorn with gunicorn.conf.py on a free loopback port.
+
+Every integration, fault and load test goes through `running_server` so that they all
+exercise the same process tree a user gets from `penguin-api serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The shipped model; PENGUIN_TEST_MODEL_DIR points the tests at another one (e.g. a candidate).
+DEFAULT_MODEL_DIR = Path(os.environ.get("PENGUIN_TEST_MODEL_DIR", REPO_ROOT / "model"))
+MODEL_FILE = "penguin-classifier.onnx"
+CARD_FILE = "model-card.json"
+
+# Settings a developer's shell may carry that would change what the test server does.
+_SCRUBBED_ENV = (
+    "PORT",
+    "HOST",
+    "MODEL_DIR",
+    "WEB_CONCURRENCY",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "GUNICORN_CMD_ARGS",
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def model_available(model_dir: Path = DEFAULT_MODEL_DIR) -> bool:
+    """True when `model_dir` holds both the ONNX file and its card."""
+    return (model_dir / MODEL_FILE).is_file() and (model_dir / CARD_FILE).is_file()
+
+
+def copy_model(dest: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
+    """Copy the model directory to `dest` (for tests that damage it); returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)
+    return dest
+
+
+@dataclass
+class Server:
+    """A running Gunicorn master and what a test needs to talk to it."""
+
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    base_url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of `path` on this server."""
+        return self.base_url + path
+
+    def logs(self) -> str:
+        """Everything master and workers wrote to stdout and stderr so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict]:
+        """The log lines that are JSON objects, parsed (non-JSON lines are skipped)."""
+        records = []
+        for line in self.logs().splitlines():
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    records.append(obj)
+        return records
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the master's live child processes (the Gunicorn workers)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until GET /ready answers 200; raise with the logs if the master dies."""
+        self.wait_for(lambda: _status(self.url("/ready")) == 200, timeout, "ready")
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        """Poll `predicate` until true; raise with the logs on timeout or master exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"gunicorn exited with {self.proc.returncode} before {what}:\n{self.logs()}"
+                )
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"server not {what} after {timeout:.0f} s:\n{self.logs()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the master (a graceful shutdown) and return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def _status(url: str) -> int | None:
+    try:
+        return requests.get(url, timeout=2).status_code
+    except requests.RequestException:
+        return None
+
+
+def server_env(
+    port: int, workers: int, model_dir: Path, env: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The environment the server runs with: the caller's, minus stray settings, plus ours."""
+    full = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    full.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        WEB_CONCURRENCY=str(workers),
+        MODEL_DIR=str(model_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    full.update(env or {})
+    return full
+
+
+@contextlib.contextmanager
+def running_server(
+    workers: int = 2,
+    env: Mapping[str, str] | None = None,
+    model_dir: Path | str | None = None,
+    wait_ready: bool = True,
+    timeout: float = 60.0,
+) -> Iterator[Server]:
+    """Run `gunicorn -c gunicorn.conf.py penguin_api.wsgi:app` on a free loopback port.
+
+    `env` overrides settings (e.g. {"MAX_UPLOAD_MB": "1"}); `model_dir` defaults to the
+    shipped model. With `wait_ready` the server is yielded once GET /ready says 200.
+    The master is stopped with SIGTERM (then SIGKILL) on exit.
+    """
+    port = free_port()
+    model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+    with tempfile.TemporaryDirectory(prefix="penguin-test-server-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(REPO_ROOT / "gunicorn.conf.py"),
+                    "penguin_api.wsgi:app",
+                ],
+                cwd=REPO_ROOT,
+                env=server_env(port, workers, model_dir, env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(port=port, proc=proc, log_path=log_path)
+        try:
+            if wait_ready:
+                server.wait_ready(timeout)
+            yield server
+        finally:
+            server.stop()
+            # Workers orphaned by a killed master must not outlive the test.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
