@@ -35,7 +35,7 @@ install-dev: $(VENV)/.dev-installed ## create .venv with the service, training a
 run: install ## serve the shipped model on :$(PORT)
 	PORT=$(PORT) $(BIN)/penguin-api serve
 
-test: install-dev ## install everything the tests need and run the whole suite
+test: install-dev browser-deps ## install everything the tests need and run the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -58,3 +58,17 @@ EVAL_NEG  ?= $(DATA)/not_penguin/val
 EVAL_OUT  ?= reports/evaluate
 evaluate: install-dev ## evaluate the shipped model on $(EVAL_DATA), report in $(EVAL_OUT)
 	$(BIN)/penguin-api evaluate --data $(EVAL_DATA) --negatives $(EVAL_NEG) --out $(EVAL_OUT)
+
+# --- upload page: browser tests -------------------------------------------------
+# tests/test_web*.py drive the page in Debian's Chromium through Playwright (Playwright's
+# own browser download is never used). Installed with apt when missing; needs root.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: browser-deps
+browser-deps: ## install Debian's chromium for the browser tests when it is missing (apt, root)
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "browser-deps: $(CHROMIUM) missing and not root; the browser tests will skip." \
+	       "Install it with: sudo apt-get install chromium chromium-driver" >&2; exit 0; fi; \
+	apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+	  --no-install-recommends chromium chromium-driver

@@ -1,0 +1,70 @@
+"""The upload page: `GET /` serves a plain HTML form plus one stylesheet and one small script.
+
+Everything the page needs comes from this app (no CDN, no build step), so the page can carry
+a Content-Security-Policy that allows only 'self': no inline script or style anywhere. The
+script talks to the public API (`POST /predict`, `GET /model`) like any other client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template
+
+from penguin_api.imaging import ACCEPTED_FORMATS_TEXT
+
+# Static files live under /assets, not /static, so they never collide with the app's own
+# static route.
+bp = Blueprint(
+    "web",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+#: Only this origin; nothing inline; no plugins; the page may not be framed (clickjacking).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; base-uri 'self'; form-action 'self'; "
+    "object-src 'none'; frame-ancestors 'none'"
+)
+
+#: What the file picker offers; the server still decides what it accepts.
+ACCEPT_ATTRIBUTE = "image/*,.heic,.heif"
+
+
+@bp.get("/")
+def upload_page() -> str:
+    """The page: pick or drop a photo, see the species or "no penguin found"."""
+    return render_template(
+        "upload.html",
+        accept=ACCEPT_ATTRIBUTE,
+        formats_text=ACCEPTED_FORMATS_TEXT,
+        max_upload_mb=_max_upload_mb(),
+        model=_model_identity(),
+    )
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    """Lock the page and its static files to this origin and to their declared types."""
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def _max_upload_mb() -> float | None:
+    """The request size limit the app enforces, in MB, to tell users before they upload."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    return round(limit / 1_000_000, 1) if limit else None
+
+
+def _model_identity() -> dict[str, Any] | None:
+    """Name and version of the loaded model, if this process already knows them.
+
+    The script fills them in from `GET /model` otherwise (a worker loads its model
+    lazily, so the page must not wait for it).
+    """
+    return None
