@@ -1,0 +1,280 @@
+"""The upload page in real headless Chromium against the real Gunicorn service.
+
+Playwright drives Debian's /usr/bin/chromium (`make browser-deps` installs it); Playwright's
+own browser download is never used. Run these alone with `pytest -m browser`.
+Each test saves a screenshot under its tmp_path, to look at when a test fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.server import Server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 360, "height": 740}  # a small Android phone, in CSS pixels
+ANSWER_TIMEOUT_MS = 30_000  # first requests hit cold workers on a shared, busy CPU
+PERCENT = r"\d{1,3}(?:\.\d)?\s?%"
+
+
+# ---- browser -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (run `make browser-deps` as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+class PageProblems:
+    """What the page reported while a test used it: uncaught exceptions and console errors."""
+
+    def __init__(self) -> None:
+        self.exceptions: list[str] = []
+        self.console_errors: list[str] = []
+
+
+def open_page(browser: Any, server: Server, viewport: dict[str, int], **options: Any):
+    """A fresh browser context on the upload page, with its problems recorded."""
+    context = browser.new_context(viewport=viewport, **options)
+    page = context.new_page()
+    problems = PageProblems()
+    page.on("pageerror", lambda exc: problems.exceptions.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: problems.console_errors.append(msg.text) if msg.type == "error" else None,
+    )
+    page.goto(server.url("/"))
+    # The footer shows the model once the page has talked to the service.
+    page.wait_for_function(
+        "document.getElementById('model-version').textContent.trim() !== '…'",
+        timeout=ANSWER_TIMEOUT_MS,
+    )
+    return context, page, problems
+
+
+@pytest.fixture
+def desktop(browser: Any, server: Server) -> Iterator[tuple[Any, PageProblems]]:
+    """The page at desktop size."""
+    context, page, problems = open_page(browser, server, DESKTOP)
+    yield page, problems
+    context.close()
+
+
+@pytest.fixture
+def phone(browser: Any, server: Server) -> Iterator[tuple[Any, PageProblems]]:
+    """The page on a narrow touch screen."""
+    context, page, problems = open_page(
+        browser, server, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
+    yield page, problems
+    context.close()
+
+
+# ---- photos, chosen by asking the live API ----------------------------------------------
+def photos(folder: Path, pattern: str) -> list[Path]:
+    """The JPEG photos matching `pattern` under `folder`, in a stable order."""
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in {".jpg", ".jpeg"})
+
+
+def ask_api(server: Server, path: Path) -> dict[str, Any]:
+    """What POST /predict says about one file."""
+    with path.open("rb") as fh:
+        response = requests.post(
+            server.url("/predict"), files={"file": (path.name, fh)}, timeout=30
+        )
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def penguin(server: Server, shared_data: Path) -> tuple[Path, dict[str, Any]]:
+    """A validation penguin the model gets right, with the API's answer for it."""
+    for photo in photos(shared_data / "penguins" / "val", "*/*")[:40]:
+        answer = ask_api(server, photo)
+        if answer["is_penguin"] and answer["species"] == photo.parent.name:
+            return photo, answer
+    pytest.fail("the model recognised none of the first 40 validation penguins")
+
+
+@pytest.fixture(scope="module")
+def not_penguin(server: Server, shared_data: Path) -> tuple[Path, dict[str, Any]]:
+    """The validation non-penguin the model rejects most clearly, with the API's answer."""
+    best: tuple[Path, dict[str, Any]] | None = None
+    for photo in photos(shared_data / "not_penguin" / "val", "*")[:20]:
+        answer = ask_api(server, photo)
+        if not answer["is_penguin"] and (
+            best is None or answer["penguin_score"] < best[1]["penguin_score"]
+        ):
+            best = (photo, answer)
+    if best is None:
+        pytest.fail("the model took each of the first 20 validation non-penguins for a penguin")
+    return best
+
+
+def percent_of(text: str) -> float:
+    """The number in a "93.1%" label, as a fraction."""
+    match = re.search(r"(\d{1,3}(?:\.\d)?)\s?%", text)
+    assert match, f"no percentage in {text!r}"
+    return float(match.group(1)) / 100
+
+
+def wait_for_state(page: Any, state: str) -> Any:
+    """The result region once it shows `state` (penguin | no-penguin | error)."""
+    region = page.locator(f"#result[data-state='{state}']")
+    region.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    return region
+
+
+# ---- tests -------------------------------------------------------------------------------
+def test_penguin_photo_shows_species_confidence_and_top_k_bars(desktop, penguin, tmp_path):
+    page, problems = desktop
+    photo, answer = penguin
+
+    page.get_by_label("Choose a photo").set_input_files(photo)
+    result = wait_for_state(page, "penguin")
+    page.screenshot(path=tmp_path / "penguin-desktop.png", full_page=True)
+
+    assert result.locator(".verdict").inner_text() == answer["species"]
+    confidence = result.locator(".confidence").inner_text()
+    assert re.fullmatch(PERCENT + " confident", confidence)
+    assert percent_of(confidence) == pytest.approx(answer["confidence"], abs=0.001)
+    guesses = result.locator(".guess")
+    assert guesses.count() == len(answer["top_k"])
+    for i, guess in enumerate(answer["top_k"]):
+        assert guesses.nth(i).locator(".guess-name").inner_text() == guess["species"]
+        bar = guesses.nth(i).locator(".bar-fill").bounding_box()
+        track = guesses.nth(i).locator(".bar").bounding_box()
+        assert bar["width"] == pytest.approx(max(2, track["width"] * guess["confidence"]), abs=2)
+    assert page.locator("#preview-canvas").is_visible()
+    assert page.locator("#preview-caption").inner_text().startswith(photo.name)
+    assert problems.exceptions == []
+    assert problems.console_errors == []
+
+
+def test_footer_shows_the_served_model_name_and_version(desktop, server):
+    page, _ = desktop
+    card = requests.get(server.url("/model"), timeout=10).json()
+    assert page.locator("#model-name").inner_text() == card["name"]
+    assert page.locator("#model-version").inner_text() == card["version"]
+
+
+def test_non_image_shows_the_problem_detail(desktop, server, tmp_path):
+    page, problems = desktop
+    notes = tmp_path / "notes.txt"
+    notes.write_text("penguins are birds\n" * 20)
+    expected = requests.post(
+        server.url("/predict"), files={"file": (notes.name, notes.read_bytes())}, timeout=30
+    )
+    assert expected.headers["Content-Type"].startswith("application/problem+json")
+
+    page.get_by_label("Choose a photo").set_input_files(notes)
+    result = wait_for_state(page, "error")
+    page.screenshot(path=tmp_path / "error-desktop.png", full_page=True)
+
+    assert result.locator(".detail").inner_text() == expected.json()["detail"]
+    assert "not an image" in result.inner_text()
+    assert page.locator("#preview-none").is_visible()
+    assert problems.exceptions == []
+    # Chromium logs every non-2xx fetch; nothing else may appear.
+    assert all("status of 415" in text for text in problems.console_errors)
+
+
+def test_non_penguin_photo_shows_no_penguin_state_with_score_on_a_phone(
+    phone, not_penguin, server, tmp_path
+):
+    page, problems = phone
+    photo, answer = not_penguin
+    threshold = requests.get(server.url("/model"), timeout=10).json()["thresholds"]["penguin_score"]
+
+    page.get_by_label("Choose a photo").set_input_files(photo)
+    result = wait_for_state(page, "no-penguin")
+    page.screenshot(path=tmp_path / "no-penguin-phone.png", full_page=True)
+
+    assert result.locator(".verdict").inner_text() == "No penguin found"
+    score = result.locator(".score").inner_text()
+    assert score.startswith("Penguin score")
+    assert percent_of(score) == pytest.approx(answer["penguin_score"], abs=0.001)
+    assert percent_of(score.split("from")[1]) == pytest.approx(threshold, abs=0.001)
+    assert problems.exceptions == []
+    assert problems.console_errors == []
+
+
+def test_page_fits_a_narrow_phone_without_sideways_scrolling(phone, penguin, tmp_path):
+    page, _ = phone
+    page.get_by_label("Choose a photo").set_input_files(penguin[0])
+    wait_for_state(page, "penguin")
+    page.screenshot(path=tmp_path / "penguin-phone.png", full_page=True)
+
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1]
+    button = page.locator(".dropzone .button").bounding_box()
+    assert button["height"] >= 44  # a comfortable touch target
+
+
+def test_dropped_photo_is_previewed_and_classified(desktop, penguin, tmp_path):
+    page, problems = desktop
+    photo, answer = penguin
+    transfer = page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        [photo.name, base64.b64encode(photo.read_bytes()).decode()],
+    )
+    page.dispatch_event("#dropzone", "dragenter", {"dataTransfer": transfer})
+    assert "dragging" in page.locator("#dropzone").get_attribute("class")
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+
+    result = wait_for_state(page, "penguin")
+    page.screenshot(path=tmp_path / "dropped-desktop.png", full_page=True)
+    assert result.locator(".verdict").inner_text() == answer["species"]
+    assert "dragging" not in page.locator("#dropzone").get_attribute("class")
+    assert page.locator("#preview-caption").inner_text().startswith(photo.name)
+    assert problems.exceptions == []
+    assert problems.console_errors == []
+
+
+def test_keyboard_alone_reaches_the_picker_and_the_answer_is_announced(desktop, penguin):
+    page, _ = desktop
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"
+    outline = page.locator(".dropzone .button").evaluate("b => getComputedStyle(b).outlineStyle")
+    assert outline != "none"  # the focus is visible
+
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(penguin[0])
+
+    result = wait_for_state(page, "penguin")
+    assert result.get_attribute("aria-live") == "polite"
+    assert result.get_attribute("aria-busy") == "false"
+    assert penguin[1]["species"] in result.inner_text()
