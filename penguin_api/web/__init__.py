@@ -41,7 +41,7 @@ def upload_page() -> str:
         accept=ACCEPT_ATTRIBUTE,
         formats_text=ACCEPTED_FORMATS_TEXT,
         max_upload_mb=_max_upload_mb(),
-        model=_model_identity(),
+        card=_model_card(),
     )
 
 
@@ -56,15 +56,22 @@ def _security_headers(response: Response) -> Response:
 
 
 def _max_upload_mb() -> float | None:
-    """The request size limit the app enforces, in MB, to tell users before they upload."""
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    return round(limit / 1_000_000, 1) if limit else None
+    """The upload limit the service enforces, to tell users before they upload."""
+    settings = getattr(_service(), "settings", None)
+    return getattr(settings, "max_upload_mb", None)
 
 
-def _model_identity() -> dict[str, Any] | None:
-    """Name and version of the loaded model, if this process already knows them.
+def _model_card() -> Any:
+    """This worker's model card once its model is loaded, else None.
 
-    The script fills them in from `GET /model` otherwise (a worker loads its model
-    lazily, so the page must not wait for it).
+    A worker loads its model in the background, so the page never waits for it; the
+    script asks GET /model instead when the card is not known yet.
     """
-    return None
+    slot = getattr(_service(), "slot", None)
+    classifier = getattr(slot, "classifier", None)
+    return getattr(classifier, "card", None)
+
+
+def _service() -> Any:
+    """What create_app put in the app for the API (settings, model slot), if anything."""
+    return current_app.extensions.get("penguin")

@@ -49,15 +49,21 @@
   }
 
   // ---- model name and version ------------------------------------------------
-  fetch("/model", { headers: { Accept: "application/json" } })
-    .then((r) => (r.ok ? r.json() : null))
-    .then((card) => {
-      if (!card) return;
-      setModel(card);
-      const t = card.thresholds && card.thresholds.penguin_score;
-      if (typeof t === "number") penguinThreshold = t;
-    })
-    .catch(() => {}); // the footer keeps its placeholder; uploads still work
+  // The server fills them in when this worker's model is loaded; otherwise ask the API.
+  const footer = document.getElementById("model");
+  if (footer.dataset.penguinThreshold) {
+    penguinThreshold = Number(footer.dataset.penguinThreshold);
+  } else {
+    fetch("/model", { headers: { Accept: "application/json" } })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((card) => {
+        if (!card) return;
+        setModel(card);
+        const t = card.thresholds && card.thresholds.penguin_score;
+        if (typeof t === "number") penguinThreshold = t;
+      })
+      .catch(() => {}); // the footer keeps its placeholder; uploads still work
+  }
 
   // ---- preview -----------------------------------------------------------------
   async function showPreview(file) {
