@@ -72,3 +72,14 @@ browser-deps: ## install Debian's chromium for the browser tests when it is miss
 	apt-get -o DPkg::Lock::Timeout=600 update -q && \
 	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
 	  --no-install-recommends chromium chromium-driver
+
+# --- reliability: fuzzing and dependency audit ----------------------------------
+# `make test` runs both too, bounded (a few hundred fuzz inputs per test); these run
+# them alone, the fuzz at length.
+FUZZ_EXAMPLES ?= 20000
+.PHONY: fuzz audit
+fuzz: install-dev ## fuzz the image decoder with $(FUZZ_EXAMPLES) mutated images per test
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider -q tests/test_fuzz_imaging.py
+
+audit: install-dev ## pip-audit the locked dependencies (requirements.lock)
+	$(BIN)/pytest -p no:cacheprovider -q tests/test_supply_chain.py
