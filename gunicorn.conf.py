@@ -1,0 +1,126 @@
+"""Gunicorn settings for the Penguin Classification API.
+
+Read by `penguin-api serve`, `make run` and the container's CMD. Every value comes
+from penguin_api.config.Settings (the environment, read once); this file explains
+why each has the value it has, and holds the server hooks.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from penguin_api import telemetry
+from penguin_api.config import Settings, SettingsError
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:
+    print(f'{{"severity": "CRITICAL", "message": "invalid setting: {exc}"}}', flush=True)
+    sys.exit(1)
+
+# --- metrics across workers ---------------------------------------------------------------
+# prometheus-client decides between in-process and multiprocess mode when it is first
+# imported, from PROMETHEUS_MULTIPROC_DIR; set it here, before anything imports it.
+_METRICS_PREFIX = "penguin-metrics-"
+if _settings.prometheus_multiproc_dir is None:
+    _shm = Path("/dev/shm")
+    _metrics_dir = tempfile.mkdtemp(
+        prefix=_METRICS_PREFIX,
+        dir=str(_shm) if _shm.is_dir() and os.access(_shm, os.W_OK) else None,
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    _settings = Settings.from_env()
+
+# --- logging ------------------------------------------------------------------------------
+# One JSON object per line on stdout (Cloud Logging's format), for our logs and Gunicorn's.
+telemetry.configure_logging(_settings.log_level, _settings.google_cloud_project)
+logger_class = telemetry.gunicorn_logger_class(_settings.google_cloud_project)
+loglevel = _settings.log_level.lower()
+errorlog = "-"
+accesslog = "-"
+
+# --- server socket ------------------------------------------------------------------------
+# Cloud Run sends traffic to $PORT on all interfaces.
+bind = f"{_settings.host}:{_settings.port}"
+# Hold connections that arrive while every worker is busy instead of refusing them.
+backlog = 256
+
+# --- workers ------------------------------------------------------------------------------
+# Inference is CPU-bound: one sync worker per CPU the cgroup quota allows (not the host's
+# core count), each with one ONNX Runtime thread, so workers never fight over cores.
+worker_class = "sync"
+workers = _settings.web_concurrency
+# Heartbeat files in memory: a slow or full disk must not make Gunicorn kill healthy workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Not preloaded: each worker imports the app after the fork and builds its own session
+# (ONNX Runtime's thread pools do not survive fork).
+preload_app = False
+
+# --- timeouts -----------------------------------------------------------------------------
+# A worker silent for this long is killed and replaced (a stuck decode must not hold a CPU).
+timeout = _settings.timeout
+# Cloud Run sends SIGTERM and kills 10 s later; in-flight requests get this long to finish,
+# leaving the master time to exit cleanly within the window.
+graceful_timeout = _settings.graceful_timeout
+# Sync workers close each connection after the response; Cloud Run's front end keeps alive.
+keepalive = 2
+
+# --- misc ---------------------------------------------------------------------------------
+proc_name = "penguin-api"
+# Gunicorn's runtime control socket lives at one fixed path per user; two servers (tests,
+# several local instances) would fight over it, and nothing here uses it.
+control_socket_disable = True
+
+
+# --- server hooks -------------------------------------------------------------------------
+def on_starting(server):
+    """Verify and load the model once in the master before any worker exists.
+
+    A missing, truncated, altered or unloadable model stops the server here with one
+    log line and exit status 1, instead of workers crash-looping.
+    """
+    from penguin_api.classifier import Classifier, ModelError
+
+    metrics_dir = _settings.prometheus_multiproc_dir
+    if metrics_dir is not None:
+        # Samples left by an earlier run would be summed into ours.
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+    log = server.log
+    try:
+        classifier = Classifier.load(
+            _settings.model_dir,
+            threads=_settings.ort_intra_op_threads,
+            top_k=_settings.top_k,
+            warmup_runs=1,
+        )
+    except ModelError as exc:
+        log.critical("refusing to start: %s", exc)
+        _remove_metrics_dir()
+        sys.exit(1)
+    card = classifier.card
+    log.info(
+        "model verified: %s %s sha256 %s (%d labels) in %.3f s",
+        card.name, card.version, card.sha256, len(card.labels), classifier.load_seconds,
+    )  # fmt: skip
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges from the summed metrics."""
+    from penguin_api import metrics
+
+    metrics.mark_process_dead(worker.pid, _settings.prometheus_multiproc_dir)
+
+
+def on_exit(server):
+    """Remove the metrics directory this file created."""
+    _remove_metrics_dir()
+
+
+def _remove_metrics_dir():
+    path = _settings.prometheus_multiproc_dir
+    if path is not None and path.name.startswith(_METRICS_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)

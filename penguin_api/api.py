@@ -1,0 +1,200 @@
+"""The HTTP API: predictions, health, readiness, model card, metrics, problem docs.
+
+Request flow: checks here (field, size, type) -> imaging (bytes -> array) ->
+classifier (one ONNX run) -> JSON. Errors are raised as ApiError and answered by
+penguin_api.errors as problem+json.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from werkzeug.datastructures import FileStorage
+
+from penguin_api import errors, imaging, metrics
+from penguin_api.classifier import Classifier, Prediction
+from penguin_api.config import Settings
+from penguin_api.loader import ModelSlot
+
+bp = Blueprint("api", __name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the endpoints need: the settings and this worker's model slot."""
+
+    settings: Settings
+    slot: ModelSlot
+
+
+def _service() -> Service:
+    return current_app.extensions["penguin"]
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time one stage of the request for Server-Timing and the stage histogram."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        g.timings[name] = g.timings.get(name, 0.0) + elapsed
+        metrics.STAGE_SECONDS.labels(name).observe(elapsed)
+
+
+def _classifier() -> Classifier:
+    classifier = _service().slot.classifier
+    if classifier is None:
+        raise errors.NotReady(
+            "The model is still loading; try again in a moment.", headers={"Retry-After": "1"}
+        )
+    return classifier
+
+
+def _uploads() -> list[FileStorage]:
+    """The request's `file` parts, after the content-type and presence checks."""
+    if request.mimetype != "multipart/form-data":
+        raise errors.UnsupportedContentType(
+            f"Send the image as multipart/form-data in a field named 'file' "
+            f"(got {request.mimetype or 'no content type'})."
+        )
+    files = request.files.getlist("file")
+    if not files:
+        others = ", ".join(sorted(request.files)) or "none"
+        raise errors.MissingFile(f"No multipart field named 'file' (file fields sent: {others}).")
+    return files
+
+
+def _decode(upload: FileStorage, size: int) -> np.ndarray:
+    """One upload's bytes to a model input array, or the ApiError that refuses it."""
+    data = upload.read()
+    if not data:
+        raise errors.EmptyFile(f"The file {upload.filename or '(unnamed)'!r} is empty.")
+    try:
+        return imaging.prepare(data, max_pixels=_service().settings.max_image_pixels, size=size)
+    except imaging.ImageError as exc:
+        raise errors.from_image_error(exc) from None
+
+
+def _count(prediction: Prediction) -> None:
+    if prediction.is_penguin:
+        metrics.PREDICTIONS.labels(prediction.species).inc()
+    else:
+        metrics.NON_PENGUIN.inc()
+
+
+def _count_refusal(exc: errors.ApiError) -> None:
+    metrics.IMAGE_ERRORS.labels(exc.problem.slug).inc()
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    """Classify one uploaded photo."""
+    classifier = _classifier()
+    files = _uploads()
+    if len(files) > 1:
+        raise errors.TooManyFiles(
+            f"POST /predict takes one file, got {len(files)}; use POST /predict/batch."
+        )
+    try:
+        with stage("decode"):
+            array = _decode(files[0], classifier.input_size)
+    except errors.ApiError as exc:
+        _count_refusal(exc)
+        raise
+    with stage("infer"):
+        prediction = classifier.predict(array[np.newaxis])[0]
+    _count(prediction)
+    return jsonify(prediction.as_dict())
+
+
+@bp.post("/predict/batch")
+def predict_batch() -> Response:
+    """Classify several photos in one ONNX run; a bad file gets its own error entry."""
+    classifier = _classifier()
+    files = _uploads()
+    limit = _service().settings.max_batch_files
+    if len(files) > limit:
+        raise errors.TooManyFiles(f"A batch takes at most {limit} files, got {len(files)}.")
+    results: list[dict[str, Any]] = []
+    arrays: list[np.ndarray] = []
+    with stage("decode"):
+        for upload in files:
+            entry: dict[str, Any] = {"filename": upload.filename or None}
+            try:
+                arrays.append(_decode(upload, classifier.input_size))
+            except errors.ApiError as exc:
+                _count_refusal(exc)
+                entry["error"] = exc.to_problem()
+            results.append(entry)
+    if arrays:
+        with stage("infer"):
+            predictions = iter(classifier.predict(np.stack(arrays)))
+        for entry in results:
+            if "error" not in entry:
+                prediction = next(predictions)
+                _count(prediction)
+                entry.update(prediction.as_dict())
+    failed = sum("error" in entry for entry in results)
+    return jsonify(
+        {
+            "results": results,
+            "succeeded": len(results) - failed,
+            "failed": failed,
+            "model": {"name": classifier.card.name, "version": classifier.card.version},
+        }
+    )
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Liveness: the process answers (the model may still be loading)."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    """Readiness: this worker's model is loaded, verified and warmed up."""
+    classifier = _classifier()
+    return jsonify(
+        {
+            "status": "ready",
+            "model": {"name": classifier.card.name, "version": classifier.card.version},
+        }
+    )
+
+
+@bp.get("/model")
+def model_card() -> Response:
+    """The model card of the model this worker serves."""
+    return jsonify(_classifier().card.raw)
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text exposition, summed over all workers."""
+    body, content_type = metrics.exposition(_service().settings.prometheus_multiproc_dir)
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/problems/<slug>")
+def problem_doc(slug: str) -> Response:
+    """What a problem `type` URI means (every error's `type` points here)."""
+    problem = errors.PROBLEMS.get(slug)
+    if problem is None:
+        abort(404)
+    return jsonify(
+        {
+            "type": problem.uri,
+            "title": problem.title,
+            "status": problem.status,
+            "description": problem.description,
+        }
+    )

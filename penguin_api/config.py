@@ -1,0 +1,142 @@
+"""Settings, read once from the environment into a frozen dataclass and passed in.
+
+Every setting is listed, with its default and meaning, in the README's settings table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+#: The shipped model, next to the package (the repository root when run from a checkout).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told from outside; defaults suit Cloud Run."""
+
+    port: int = 8080
+    host: str = "0.0.0.0"
+    model_dir: Path = DEFAULT_MODEL_DIR
+    web_concurrency: int = 1
+    ort_intra_op_threads: int = 1
+    max_upload_mb: float = 20.0
+    max_image_pixels: int = 50_000_000
+    max_batch_files: int = 16
+    top_k: int = 3
+    log_level: str = "INFO"
+    timeout: int = 30
+    graceful_timeout: int = 8
+    warmup_runs: int = 2
+    google_cloud_project: str | None = None
+    prometheus_multiproc_dir: Path | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload limit in bytes (whole request body)."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def model_file(self) -> Path:
+        """The ONNX file inside the model directory."""
+        return self.model_dir / "penguin-classifier.onnx"
+
+    @property
+    def card_file(self) -> Path:
+        """The model card inside the model directory."""
+        return self.model_dir / "model-card.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f.name, raw.strip())
+        if "web_concurrency" not in values:
+            values["web_concurrency"] = available_cpus()
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that would only fail later and more obscurely."""
+        positive = (
+            "port",
+            "web_concurrency",
+            "ort_intra_op_threads",
+            "max_upload_mb",
+            "max_image_pixels",
+            "max_batch_files",
+            "top_k",
+            "timeout",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.graceful_timeout < 0 or self.warmup_runs < 0:
+            raise SettingsError("GRACEFUL_TIMEOUT and WARMUP_RUNS must not be negative")
+        if self.log_level not in _LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+
+
+def _parse(name: str, raw: str) -> object:
+    """Convert one environment value to the type of the field it sets."""
+    try:
+        if name in ("host", "google_cloud_project"):
+            return raw
+        if name == "log_level":
+            return raw.upper()
+        if name in ("model_dir", "prometheus_multiproc_dir"):
+            return Path(raw).expanduser().resolve()
+        if name == "max_upload_mb":
+            return float(raw)
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name.upper()}={raw!r} is not a valid value") from None
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the cgroup CPU quota if any, else the affinity mask.
+
+    Containers (Cloud Run, docker --cpus) see all host cores in os.cpu_count(); the
+    quota is what they actually get, and one sync worker per quota CPU is the target.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """The CPU quota in CPUs from cgroup v2 (cpu.max) or v1 (cfs_quota/period), or None."""
+    try:  # cgroup v2: "<quota> <period>" or "max <period>"
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for v1 in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        try:
+            quota_us = int((root / v1 / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
