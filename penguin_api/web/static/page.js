@@ -6,6 +6,7 @@
   const form = document.getElementById("upload");
   const input = document.getElementById("file");
   const dropzone = document.getElementById("dropzone");
+  const chooseLabel = dropzone.querySelector(".button");
   const preview = document.getElementById("preview");
   const canvas = document.getElementById("preview-canvas");
   const noPreview = document.getElementById("preview-none");
@@ -34,6 +35,12 @@
     result.dataset.state = state;
     result.setAttribute("aria-busy", state === "loading" ? "true" : "false");
     resultBody.replaceChildren(...children);
+  }
+
+  // "93.1%", but never a bare "0%" for a guess that is merely unlikely.
+  function pct(fraction) {
+    if (fraction > 0 && fraction < 0.001) return "<" + percent.format(0.001);
+    return percent.format(fraction);
   }
 
   function formatSize(bytes) {
@@ -95,7 +102,7 @@
     for (const guess of topK || []) {
       const item = el("li", "guess");
       const label = el("span", "guess-label");
-      label.append(el("span", "guess-name", guess.species), el("span", "guess-pct", percent.format(guess.confidence)));
+      label.append(el("span", "guess-name", guess.species), el("span", "guess-pct", pct(guess.confidence)));
       const bar = el("span", "bar");
       bar.setAttribute("aria-hidden", "true");
       const fill = el("span", "bar-fill");
@@ -109,7 +116,7 @@
 
   function showPrediction(answer) {
     setModel(answer.model);
-    const score = el("p", "score", "Penguin score " + percent.format(answer.penguin_score));
+    const score = el("p", "score", "Penguin score " + pct(answer.penguin_score));
     if (answer.is_penguin) {
       showResult(
         "penguin",
@@ -173,6 +180,7 @@
 
   function accept(file) {
     if (!file) return;
+    chooseLabel.textContent = "Choose another photo";
     showPreview(file);
     classify(file);
   }
