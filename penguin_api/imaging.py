@@ -33,11 +33,11 @@ class ImageError(Exception):
     """An upload that cannot be turned into a model input; the message is safe to show."""
 
 
-class UnsupportedImage(ImageError):
+class UnsupportedImage(ImageError):  # noqa: N818 - the agreed public name
     """Not an image, damaged, or in a format we do not accept."""
 
 
-class ImageTooLarge(ImageError):
+class ImageTooLarge(ImageError):  # noqa: N818 - the agreed public name
     """More pixels than the configured limit (decompression-bomb guard)."""
 
 
@@ -81,9 +81,10 @@ def decode_image(
         ) from None
     except MemoryError:
         raise ImageTooLarge("The image is too large to decode.") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the upload's fault
+    except Exception as exc:  # any decoder failure is the upload's fault
         raise UnsupportedImage(
-            f"The image could not be decoded; it may be truncated or damaged ({type(exc).__name__})."
+            "The image could not be decoded; it may be truncated or damaged "
+            f"({type(exc).__name__})."
         ) from None
 
 
@@ -104,6 +105,14 @@ def to_model_input(img: Image.Image, size: int = MODEL_INPUT_SIZE) -> np.ndarray
 def prepare(data: bytes, *, max_pixels: int, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
     """Upload bytes straight to a model input array (decode, orient, crop, resize)."""
     return to_model_input(decode_image(data, max_pixels=max_pixels, min_side=size), size)
+
+
+def warm_up() -> None:
+    """Decode a small JPEG and PNG once, so the first upload does not pay for plugin loading."""
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (320, 240), (90, 120, 150)).save(buf, fmt)
+        prepare(buf.getvalue(), max_pixels=320 * 240)
 
 
 def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from penguin_api import imaging
 from penguin_api.classifier import Classifier, ModelError
 
 _log = logging.getLogger("penguin_api.loader")
@@ -51,6 +52,7 @@ class ModelSlot:
         """Load in the calling thread; failures are kept in `error` and reported."""
         try:
             classifier = Classifier.load(self.model_dir, **self._options)
+            imaging.warm_up()
         except ModelError as exc:
             self.error = exc
             _log.critical("model refused: %s", exc, extra={"model_dir": str(self.model_dir)})
