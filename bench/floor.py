@@ -1,0 +1,148 @@
+"""The floor: decode + preprocess + one ONNX Runtime run per photo, in-process, no HTTP.
+
+One process per core, one intra-op thread each: the most a box of these cores can do with
+this model and this preprocessing. The service's throughput is judged against it. Also
+here: the model alone (no decode) on one core, per model variant.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from penguin_api.config import Settings
+from penguin_api.imaging import prepare
+
+#: The pixel limit the service applies by default (a 12 MP photo is well inside it).
+MAX_PIXELS = Settings().max_image_pixels
+
+
+def single_thread_session(model_path: str) -> ort.InferenceSession:
+    """An ONNX Runtime session pinned to one thread, as each service worker runs it."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+
+
+# --- per-process state of the floor pool (set by _init in each child) -----------------
+_session: ort.InferenceSession | None = None
+_photos: tuple[bytes, ...] = ()
+_input_name = "image"
+
+
+def _init(model_path: str, photos: tuple[bytes, ...]) -> None:
+    global _session, _photos, _input_name
+    _session = single_thread_session(model_path)
+    _input_name = _session.get_inputs()[0].name
+    _photos = photos
+    _classify(_photos[0])  # first run allocates; keep it out of the measurement
+
+
+def _classify(data: bytes) -> None:
+    assert _session is not None
+    batch = prepare(data, max_pixels=MAX_PIXELS)[None]
+    _session.run(None, {_input_name: batch})
+
+
+def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int]:
+    """Classify photos from offset `start` until `deadline`: (count, latencies ms, RSS bytes)."""
+    start, deadline = args
+    done, latencies, i = 0, [], start
+    while True:
+        t0 = time.perf_counter()
+        _classify(_photos[i % len(_photos)])
+        t1 = time.perf_counter()
+        if time.monotonic() > deadline:
+            break
+        done += 1
+        latencies.append((t1 - t0) * 1000)
+        i += 1
+    return done, latencies, _rss_bytes(os.getpid())
+
+
+@dataclass
+class FloorResult:
+    """Completions, per-photo latencies and process RSS over all measured windows."""
+
+    seconds: float = 0.0
+    count: int = 0
+    latencies_ms: list[float] | None = None
+    rss_bytes: list[int] | None = None
+
+    @property
+    def throughput(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+class Floor:
+    """A pool of `processes` single-threaded classifiers, started once, measured in windows."""
+
+    def __init__(self, model_path: str, photos: tuple[bytes, ...], processes: int) -> None:
+        self.processes = processes
+        # spawn: each child builds its own ORT session in a clean process (no forked pools).
+        ctx = mp.get_context("spawn")
+        self._pool = ctx.Pool(processes, initializer=_init, initargs=(model_path, photos))
+        self.result = FloorResult(latencies_ms=[], rss_bytes=[])
+        # Touch every child so start-up is not billed to the first window.
+        self._pool.map(_run_for, [(i, 0.0) for i in range(processes)], chunksize=1)
+
+    def measure(self, seconds: float) -> float:
+        """Run every process flat out for `seconds`; returns this window's photos/s."""
+        deadline = time.monotonic() + seconds
+        offsets = [i * 7 for i in range(self.processes)]
+        parts = self._pool.map(_run_for, [(o, deadline) for o in offsets], chunksize=1)
+        count = sum(p[0] for p in parts)
+        self.result.seconds += seconds
+        self.result.count += count
+        for _, lat, rss in parts:
+            self.result.latencies_ms.extend(lat)
+            self.result.rss_bytes.append(rss)
+        return count / seconds
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+
+def model_latency(model_path: str, inputs: np.ndarray, seconds: float) -> dict:
+    """Per-image latency of the model alone (batch of 1, one thread), cycling `inputs`."""
+    session = single_thread_session(model_path)
+    name = session.get_inputs()[0].name
+    for k in range(min(3, len(inputs))):  # warm-up: first runs allocate and pick kernels
+        session.run(None, {name: inputs[k : k + 1]})
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline or len(latencies) < 5:
+        x = inputs[i % len(inputs)][None]
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        latencies.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    arr = np.asarray(latencies)
+    return {
+        "runs": len(latencies),
+        "mean_ms": round(float(arr.mean()), 2),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p10_ms": round(float(np.percentile(arr, 10)), 2),
+        "file_mb": round(os.path.getsize(model_path) / 1e6, 2),
+    }
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` from /proc (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0

@@ -1,0 +1,139 @@
+"""Turn measured samples into the report's figures, check the targets, print the table."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .loadgen import LoadResult
+
+#: The issue's targets: figure path in the report, comparison, bound.
+TARGETS = (
+    ("service throughput / floor", ("service", "ratio_to_floor"), ">=", 0.85),
+    ("p99 / p50 at 5 req/s", ("service", "open_loop", "p99_over_p50"), "<=", 2.0),
+    ("12 MP: ours / FastAPI", ("ours_vs_alternative", "large"), ">=", 4.0),
+    ("int8 speed-up over fp32", ("model", "int8_speedup"), ">=", 1.8),
+)
+
+_TIMING = re.compile(r"([A-Za-z0-9_-]+);(?:[^,]*?)dur=([0-9.]+)")
+
+
+def percentiles(samples: list[float]) -> dict[str, float | None]:
+    """p50 / p90 / p99 / max in ms, rounded; None when there is nothing to measure."""
+    if not samples:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    arr = np.asarray(samples)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p90_ms": round(float(np.percentile(arr, 90)), 1),
+        "p99_ms": round(float(np.percentile(arr, 99)), 1),
+        "max_ms": round(float(arr.max()), 1),
+    }
+
+
+def server_timing(headers: list[str]) -> dict[str, float]:
+    """Median of each Server-Timing metric (decode, infer, total) the service reported."""
+    values: dict[str, list[float]] = {}
+    for header in headers:
+        for name, dur in _TIMING.findall(header):
+            values.setdefault(name, []).append(float(dur))
+    return {f"{k}_p50_ms": round(float(np.median(v)), 2) for k, v in sorted(values.items())}
+
+
+def load_figures(result: LoadResult) -> dict:
+    """Throughput, latency percentiles, errors and the server's own timing for one load."""
+    figures = {
+        "throughput_rps": round(result.throughput, 2),
+        "requests": result.count,
+        "errors": result.errors,
+        "seconds": round(result.seconds, 1),
+        **percentiles(result.latencies_ms),
+    }
+    if result.server_timing:
+        figures["server_timing"] = server_timing(result.server_timing)
+    return figures
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator rounded to 2 places, None when either is missing or zero."""
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
+def _lookup(report: dict, path: tuple[str, ...]):
+    node = report
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def check_targets(report: dict) -> dict:
+    """Each target with its measured figure and whether it was met (None: not measured)."""
+    out = {}
+    for name, path, op, bound in TARGETS:
+        measured = _lookup(report, path)
+        met = None
+        if isinstance(measured, int | float):
+            met = measured >= bound if op == ">=" else measured <= bound
+        out[name] = {"figure": ".".join(path), "target": f"{op} {bound}", "measured": measured,
+                     "met": met}  # fmt: skip
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def table(report: dict) -> str:
+    """The human summary of a report: one line per figure, then the targets."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def load_row(label: str, figs: dict | None) -> None:
+        if figs:
+            rows.append((label, _fmt(figs.get("throughput_rps")), _fmt(figs.get("p50_ms")),
+                         _fmt(figs.get("p99_ms"))))  # fmt: skip
+
+    floor = report.get("floor", {})
+    load_row(f"floor ({floor.get('processes')} processes, in-process)", floor)
+    service = report.get("service", {})
+    for size in ("small", "large"):
+        load_row(f"service, {size} photos, closed loop", service.get("closed_loop", {}).get(size))
+    for size in ("small", "large"):
+        alt = report.get("alternative", {}).get("closed_loop", {}).get(size)
+        load_row(f"FastAPI baseline, {size} photos", alt)
+    open_loop = service.get("open_loop")
+    if open_loop:
+        rows.append((f"service, open loop {open_loop['rate_rps']} req/s", "-",
+                     _fmt(open_loop.get("p50_ms")), _fmt(open_loop.get("p99_ms"))))  # fmt: skip
+    lines = [f"{'':44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}"]
+    lines += [f"{a:44} {b:>9} {c:>9} {d:>9}" for a, b, c, d in rows]
+
+    lines.append("")
+    for variant, figs in report.get("model", {}).get("variants", {}).items():
+        lines.append(f"model alone, {variant:5} one core: {_fmt(figs['p50_ms'])} ms/image (p50)")
+    for photo, figs in report.get("decode", {}).items():
+        lines.append(
+            f"decode {photo:6}: full {_fmt(figs['full_decode'])} ms, draft "
+            f"{_fmt(figs['draft_decode'])} ms; to model input: FastAPI way "
+            f"{_fmt(figs['alternative_to_input'])} ms, service {_fmt(figs['service_to_input'])} ms"
+        )
+    mem = report.get("memory", {})
+    for w in mem.get("service_workers", []):
+        lines.append(f"service worker {w['pid']}: RSS {w['rss_mb']} MB, PSS {w['pss_mb']} MB")
+    if mem.get("alternative"):
+        alt = mem["alternative"]
+        lines.append(f"FastAPI baseline process: RSS {alt['rss_mb']} MB, PSS {alt['pss_mb']} MB")
+
+    lines.append("")
+    for name, t in report.get("targets", {}).items():
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        lines.append(f"{name:30} {_fmt(t['measured']):>8}  target {t['target']:8} {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""`make bench`: every figure of the benchmark in one run, as a table and as JSON.
+
+Order: model alone and decode (one core, nothing else of ours running), then the floor
+pool, the service and the FastAPI alternative all started, and measured in interleaved
+rounds (floor, service, alternative, ...) so that whatever else the machine is doing
+weighs on all of them alike; then the open-loop run; then memory.
+
+    python -m bench.run [--seconds 15] [--out reports/bench.json]
+
+BENCH_SECONDS (default 15) is the length of one measured phase; the run takes about
+nine phases plus ~20 s of start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from penguin_api.config import available_cpus
+from penguin_api.imaging import prepare
+from tests.server import REPO_ROOT, running_server
+
+from . import report as rep
+from .decode import measure_decode
+from .floor import MAX_PIXELS, Floor, model_latency
+from .loadgen import Client, LoadResult, closed_loop, multipart, open_loop, warm_up
+from .models import find_variants
+from .photos import load_photos
+from .servers import memory, running_alternative
+
+ROUNDS = 2
+OPEN_LOOP_RATE = 5.0
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What a run measures and where it writes; read once from arguments and environment."""
+
+    seconds: float
+    out: Path
+    model_dir: Path
+    shared_data: Path
+    workers: int
+    fp32_model: Path | None
+    int8_model: Path | None
+
+    @property
+    def clients(self) -> int:
+        return 2 * self.workers
+
+
+def parse_settings(argv: list[str] | None = None) -> BenchSettings:
+    """Arguments override the BENCH_* environment, which overrides the defaults."""
+    env = os.environ
+    data = REPO_ROOT / ".." / "shared" / "data"
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--seconds", type=float, default=float(env.get("BENCH_SECONDS") or 15))
+    add("--out", type=Path, default=Path(env.get("BENCH_OUT") or "reports/bench.json"))
+    add("--model-dir", type=Path, default=Path(env.get("BENCH_MODEL_DIR") or REPO_ROOT / "model"))
+    add("--shared-data", type=Path, default=Path(env.get("BENCH_DATA") or data))
+    add("--workers", type=int, default=int(env.get("BENCH_WORKERS") or available_cpus()))
+    add("--fp32-model", type=Path, default=_opt_path(env.get("BENCH_FP32_MODEL")))
+    add("--int8-model", type=Path, default=_opt_path(env.get("BENCH_INT8_MODEL")))
+    args = parser.parse_args(argv)
+    return BenchSettings(
+        seconds=args.seconds, out=args.out, model_dir=args.model_dir.resolve(),
+        shared_data=args.shared_data.resolve(), workers=args.workers,
+        fp32_model=args.fp32_model, int8_model=args.int8_model,
+    )  # fmt: skip
+
+
+def _opt_path(raw: str | None) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def measure_models(cfg: BenchSettings, inputs: np.ndarray) -> dict:
+    """Latency per image of each precision variant, one thread, batch of 1."""
+    variants = find_variants(cfg.model_dir, cfg.fp32_model, cfg.int8_model)
+    timed = {}
+    for tag, path in sorted(variants.files.items()):
+        _log(f"model alone: {tag} ({path.name})")
+        timed[tag] = {"file": str(path), **model_latency(str(path), inputs, cfg.seconds / 3)}
+    speedup = None
+    if "fp32" in timed and "int8" in timed:
+        speedup = rep.ratio(timed["fp32"]["p50_ms"], timed["int8"]["p50_ms"])
+    return {"shipped": variants.shipped_precision, "variants": timed,
+            "int8_speedup": speedup, "note": variants.note}  # fmt: skip
+
+
+def measure_servers(cfg: BenchSettings, photos) -> dict:
+    """Floor, service and alternative in interleaved rounds; then open loop and memory."""
+    small = [multipart(p.data) for p in photos.small]
+    large = [multipart(p.data) for p in photos.large]
+    window = cfg.seconds / 2
+    shipped = cfg.model_dir / "penguin-classifier.onnx"
+    _log(f"starting the floor ({cfg.workers} processes), the service and the alternative")
+    floor = Floor(str(shipped), tuple(p.data for p in photos.small), cfg.workers)
+    try:
+        with running_server(workers=cfg.workers, model_dir=cfg.model_dir) as srv, \
+                running_alternative(shipped) as alt:  # fmt: skip
+            ours, theirs = Client("127.0.0.1", srv.port), Client("127.0.0.1", alt.port)
+            for client in (ours, theirs):
+                warm_up(client, small, cfg.clients)
+                warm_up(client, large, cfg.clients)
+            loads = {
+                k: LoadResult() for k in ("ours_small", "ours_large", "alt_small", "alt_large")
+            }
+            for r in range(ROUNDS):
+                _log(f"round {r + 1}/{ROUNDS}: floor, service, alternative ({window:.1f} s each)")
+                floor.measure(window)
+                loads["ours_small"].add(closed_loop(ours, small, cfg.clients, window))
+                loads["alt_small"].add(closed_loop(theirs, small, cfg.clients, window))
+                loads["ours_large"].add(closed_loop(ours, large, cfg.clients, window))
+                loads["alt_large"].add(closed_loop(theirs, large, cfg.clients, window))
+            _log(f"open loop: {OPEN_LOOP_RATE} req/s for {2 * cfg.seconds:.0f} s")
+            open_result = open_loop(ours, small, OPEN_LOOP_RATE, 2 * cfg.seconds)
+            mem = {
+                "service_master": memory(srv.proc.pid),
+                "service_workers": [{"pid": pid, **memory(pid)} for pid in srv.worker_pids()],
+                "alternative": memory(alt.proc.pid),
+            }
+    finally:
+        floor.close()
+    fl = floor.result
+    mem["floor_process_rss_mb"] = [round(b / 2**20, 1) for b in fl.rss_bytes[-cfg.workers :]]
+    floor_figs = {
+        "processes": cfg.workers,
+        "throughput_rps": round(fl.throughput, 2),
+        "photos": fl.count,
+        "seconds": fl.seconds,
+        **rep.percentiles(fl.latencies_ms),
+    }
+    ours_small = rep.load_figures(loads["ours_small"])
+    open_figs = rep.load_figures(open_result)
+    open_figs.pop("throughput_rps")
+    open_figs["rate_rps"] = OPEN_LOOP_RATE
+    open_figs["p99_over_p50"] = rep.ratio(open_figs["p99_ms"], open_figs["p50_ms"])
+    open_figs["max_send_delay_ms"] = round(max(open_result.late_ms, default=0.0), 1)
+    alt_figs = {s: rep.load_figures(loads[f"alt_{s}"]) for s in ("small", "large")}
+    ours_figs = {"small": ours_small, "large": rep.load_figures(loads["ours_large"])}
+    return {
+        "floor": floor_figs,
+        "service": {
+            "workers": cfg.workers,
+            "clients": cfg.clients,
+            "closed_loop": ours_figs,
+            "ratio_to_floor": rep.ratio(ours_small["throughput_rps"], floor_figs["throughput_rps"]),
+            "open_loop": open_figs,
+        },
+        "alternative": {
+            "server": "FastAPI + uvicorn, 1 process, full Pillow decode + resize",
+            "clients": cfg.clients,
+            "closed_loop": alt_figs,
+        },
+        "ours_vs_alternative": {
+            s: rep.ratio(ours_figs[s]["throughput_rps"], alt_figs[s]["throughput_rps"])
+            for s in ("small", "large")
+        },
+        "memory": mem,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_settings(argv)
+    started = dt.datetime.now(dt.UTC)
+    _log(f"photos from {cfg.shared_data} (12 MP ones generated in memory)")
+    photos = load_photos(cfg.shared_data)
+    inputs = np.stack([prepare(p.data, max_pixels=MAX_PIXELS) for p in photos.small[:16]])
+    result: dict = {}
+    result["model"] = measure_models(cfg, inputs)
+    _log("decode: 224 px vs 12 MP, with and without draft")
+    result["decode"] = measure_decode(
+        {"224px": photos.tiny.data, "12MP": photos.large[0].data}, cfg.seconds / 16
+    )
+    result.update(measure_servers(cfg, photos))
+    card = find_variants(cfg.model_dir).card
+    result["meta"] = {
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
+        "phase_seconds": cfg.seconds,
+        "rounds": ROUNDS,
+        "cpus": available_cpus(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "commit": _git_commit(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "model": {k: card.get(k) for k in ("name", "version", "quantization", "sha256")},
+        "photos": photos.describe(),
+    }
+    result["targets"] = rep.check_targets(result)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(rep.table(result))
+    print(f"\nwritten to {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
