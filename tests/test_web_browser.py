@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 360, "height": 740}  # a small Android phone, in CSS pixels
 ANSWER_TIMEOUT_MS = 30_000  # first requests hit cold workers on a shared, busy CPU
-PERCENT = r"\d{1,3}(?:\.\d)?\s?%"
+PERCENT = r"[<>]?\d{1,3}(?:\.\d)?\s?%"  # "<0.1%" and ">99.9%" at the ends
 
 
 # ---- browser -------------------------------------------------------------------------

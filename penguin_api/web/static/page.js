@@ -37,9 +37,10 @@
     resultBody.replaceChildren(...children);
   }
 
-  // "93.1%", but never a bare "0%" for a guess that is merely unlikely.
+  // "93.1%", but never a bare "0%" or "100%" for what is merely unlikely or nearly sure.
   function pct(fraction) {
     if (fraction > 0 && fraction < 0.001) return "<" + percent.format(0.001);
+    if (fraction < 1 && fraction > 0.999) return ">" + percent.format(0.999);
     return percent.format(fraction);
   }
 
@@ -121,7 +122,7 @@
       showResult(
         "penguin",
         el("p", "verdict", answer.species),
-        el("p", "confidence", percent.format(answer.confidence) + " confident"),
+        el("p", "confidence", pct(answer.confidence) + " confident"),
         el("h3", "topk-heading", "Top guesses"),
         topKList(answer.top_k),
         score,
