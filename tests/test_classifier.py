@@ -1,0 +1,169 @@
+"""classifier: the model contract, checksum and card checks, and what predict returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from penguin_api import imaging
+from penguin_api.classifier import CARD_FILE, MODEL_FILE, Classifier, ModelError
+from tests.server import copy_model
+
+
+@pytest.fixture(scope="module")
+def classifier(model_dir: Path) -> Classifier:
+    return Classifier.load(model_dir, top_k=3)
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+
+
+def _rewrite_card(model: Path, **changes) -> None:
+    card = json.loads((model / CARD_FILE).read_text())
+    card.update(changes)
+    (model / CARD_FILE).write_text(json.dumps(card))
+
+
+def test_card_matches_the_onnx_file_it_ships_with(model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    digest = hashlib.sha256((model_dir / card.get("file", MODEL_FILE)).read_bytes()).hexdigest()
+    assert card["sha256"] == digest
+    assert card["input"]["size"] == 224 and card["input"]["name"] == "image"
+
+
+def test_one_prediction_per_image_in_order(classifier):
+    images = _images(3)
+    batch = classifier.predict(images)
+    singles = [classifier.predict(images[i : i + 1])[0] for i in range(3)]
+    assert len(batch) == 3
+    for together, alone in zip(batch, singles, strict=True):
+        assert together.top_k[0][0] == alone.top_k[0][0]
+        assert together.penguin_score == pytest.approx(alone.penguin_score, abs=2e-3)
+
+
+def test_prediction_follows_the_api_contract(classifier):
+    labels = classifier.card.labels
+    for prediction in classifier.predict(_images(4, seed=1)):
+        body = prediction.as_dict()
+        assert list(body) == [
+            "species", "confidence", "is_penguin", "penguin_score", "top_k", "model",
+        ]  # fmt: skip
+        assert len(body["top_k"]) == min(3, len(labels))
+        confidences = [g["confidence"] for g in body["top_k"]]
+        assert confidences == sorted(confidences, reverse=True)
+        assert all(0 <= c <= 1 for c in confidences) and sum(confidences) <= 1.0001
+        assert all(g["species"] in labels for g in body["top_k"])
+        assert 0 <= body["penguin_score"] <= 1
+        assert body["is_penguin"] == (body["penguin_score"] >= classifier.card.penguin_threshold)
+        if body["is_penguin"]:
+            assert body["species"] == body["top_k"][0]["species"]
+            assert body["confidence"] == body["top_k"][0]["confidence"]
+        else:
+            assert body["species"] is None and body["confidence"] is None
+        assert body["model"] == {"name": classifier.card.name, "version": classifier.card.version}
+
+
+def test_species_probabilities_sum_to_one(model_dir):
+    every = Classifier.load(model_dir, top_k=1000)
+    for prediction in every.predict(_images(2, seed=2)):
+        assert len(prediction.top_k) == len(every.card.labels)
+        assert sum(c for _, c in prediction.top_k) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_an_empty_batch_gives_no_predictions(classifier):
+    assert classifier.predict(np.zeros((0, 224, 224, 3), np.uint8)) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((1, 224, 224, 3), np.float32),
+        np.zeros((224, 224, 3), np.uint8),
+        np.zeros((1, 200, 200, 3), np.uint8),
+        np.zeros((1, 224, 224, 4), np.uint8),
+    ],
+)
+def test_wrong_input_arrays_are_refused(classifier, bad):
+    with pytest.raises(ValueError, match="224"):
+        classifier.predict(bad)
+
+
+def test_a_real_penguin_photo_is_recognised(classifier, penguin_photo):
+    array = imaging.prepare(penguin_photo.read_bytes(), max_pixels=50_000_000)
+    prediction = classifier.predict(array[None])[0]
+    assert prediction.is_penguin
+    assert prediction.species in classifier.card.labels
+
+
+def test_altered_model_is_refused_naming_both_checksums(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    data = bytearray((model / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (model / MODEL_FILE).write_bytes(bytes(data))
+    expected = json.loads((model / CARD_FILE).read_text())["sha256"]
+    with pytest.raises(ModelError, match="sha256") as info:
+        Classifier.load(model)
+    assert expected in str(info.value)
+    assert hashlib.sha256(bytes(data)).hexdigest() in str(info.value)
+
+
+def test_truncated_model_is_refused_by_its_checksum(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    data = (model / MODEL_FILE).read_bytes()
+    (model / MODEL_FILE).write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match="checksum"):
+        Classifier.load(model)
+
+
+def test_missing_model_file_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    (model / MODEL_FILE).unlink()
+    with pytest.raises(ModelError, match="model file not found"):
+        Classifier.load(model)
+
+
+def test_missing_card_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    (model / CARD_FILE).unlink()
+    with pytest.raises(ModelError, match="model card not found"):
+        Classifier.load(model)
+
+
+def test_card_that_is_not_json_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    (model / CARD_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="JSON"):
+        Classifier.load(model)
+
+
+def test_card_without_a_threshold_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    _rewrite_card(model, thresholds={})
+    with pytest.raises(ModelError, match="penguin_score"):
+        Classifier.load(model)
+
+
+def test_card_with_a_label_too_few_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    labels = json.loads((model / CARD_FILE).read_text())["labels"]
+    _rewrite_card(model, labels=labels[:-1])
+    with pytest.raises(ModelError, match="labels"):
+        Classifier.load(model)
+
+
+def test_file_that_onnx_runtime_cannot_load_is_refused(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    junk = b"this is not an onnx graph" * 100
+    (model / MODEL_FILE).write_bytes(junk)
+    _rewrite_card(model, sha256=hashlib.sha256(junk).hexdigest())
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load"):
+        Classifier.load(model)
+
+
+def test_load_time_is_recorded(classifier):
+    assert classifier.load_seconds > 0
