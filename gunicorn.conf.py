@@ -108,6 +108,20 @@ def on_starting(server):
     )  # fmt: skip
 
 
+def post_worker_init(worker):
+    """Start accepting requests only once this worker's own model is loaded and warm.
+
+    A worker that accepted while still loading would answer 503 to requests that the
+    other, ready workers could serve, after every worker replacement and on every cold
+    start. Waiting here leaves them queued in the listen backlog for the second or two
+    the load takes. The wait stays inside Gunicorn's timeout, which would otherwise kill
+    the silent worker; a failed load exits the worker (penguin_api.wsgi).
+    """
+    service = worker.wsgi.extensions.get("penguin")
+    if service is not None:
+        service.slot.wait(max(1, _settings.timeout - 5))
+
+
 def child_exit(server, worker):
     """A worker is gone: drop its live gauges from the summed metrics."""
     from penguin_api import metrics
