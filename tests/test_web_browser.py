@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 
-from tests.server import Server
+from tests.server import Server, running_server
 
 pytestmark = pytest.mark.browser
 
@@ -278,3 +280,30 @@ def test_keyboard_alone_reaches_the_picker_and_the_answer_is_announced(desktop, 
     assert result.get_attribute("aria-live") == "polite"
     assert result.get_attribute("aria-busy") == "false"
     assert penguin[1]["species"] in result.inner_text()
+
+
+def test_photo_over_the_upload_limit_is_refused_before_it_is_sent(browser, model_dir, tmp_path):
+    big = tmp_path / "big.png"
+    noise = np.random.default_rng(7).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big)  # ~1.8 MB: incompressible
+    assert big.stat().st_size > 1024 * 1024
+
+    with running_server(workers=1, env={"MAX_UPLOAD_MB": "1"}, model_dir=model_dir) as small:
+        context, page, problems = open_page(browser, small, PHONE)
+        posts: list[str] = []
+        page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
+
+        page.get_by_label("Choose a photo").set_input_files(big)
+        result = wait_for_state(page, "error")
+        page.screenshot(path=tmp_path / "too-large-phone.png", full_page=True)
+
+        assert result.locator(".verdict").inner_text() == "Upload too large"
+        assert "the limit is 1 MB" in result.locator(".detail").inner_text()
+        assert posts == []
+        assert page.locator("#formats").inner_text().endswith("up to 1 MB. Photos are not stored.")
+        # The page's check mirrors the service's: the same file sent directly gets a 413.
+        direct = requests.post(small.url("/predict"), files={"file": big.read_bytes()}, timeout=30)
+        assert direct.status_code == 413
+        assert problems.exceptions == []
+        assert problems.console_errors == []
+        context.close()

@@ -40,7 +40,7 @@ def upload_page() -> str:
         "upload.html",
         accept=ACCEPT_ATTRIBUTE,
         formats_text=ACCEPTED_FORMATS_TEXT,
-        max_upload_mb=_max_upload_mb(),
+        upload_limit=_upload_limit(),
         card=_model_card(),
     )
 
@@ -55,10 +55,12 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _max_upload_mb() -> float | None:
-    """The upload limit the service enforces, to tell users before they upload."""
+def _upload_limit() -> tuple[float, int] | None:
+    """The upload limit the service enforces (MB as configured, bytes), to check before upload."""
     settings = getattr(_service(), "settings", None)
-    return getattr(settings, "max_upload_mb", None)
+    if settings is None:
+        return None
+    return settings.max_upload_mb, settings.max_upload_bytes
 
 
 def _model_card() -> Any:

@@ -44,10 +44,11 @@
     return percent.format(fraction);
   }
 
+  // Binary units, as the service counts its upload limit.
   function formatSize(bytes) {
-    if (bytes < 1000) return bytes + " B";
-    if (bytes < 1e6) return (bytes / 1e3).toFixed(0) + " kB";
-    return (bytes / 1e6).toFixed(1) + " MB";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1048576) return (bytes / 1024).toFixed(0) + " kB";
+    return (bytes / 1048576).toFixed(1) + " MB";
   }
 
   function setModel(model) {
@@ -183,6 +184,13 @@
     if (!file) return;
     chooseLabel.textContent = "Choose another photo";
     showPreview(file);
+    // Spare a phone the upload the service would refuse anyway; the service still checks.
+    const maxBytes = Number(form.dataset.maxBytes);
+    if (maxBytes && file.size > maxBytes) {
+      if (inFlight) inFlight.abort();
+      showProblem("Upload too large", "The photo is " + formatSize(file.size) + "; the limit is " + form.dataset.maxMb + " MB.");
+      return;
+    }
     classify(file);
   }
 
