@@ -1,0 +1,462 @@
+"""The Makefile's Cloud Run targets issue exactly the right gcloud calls.
+
+The real CLI cannot reach Google from a test, so tests/fakes/gcloud stands in for it on
+PATH: it records every call and answers `describe` from a small script. Each test runs
+the real `make` target and compares the recorded calls with what a Cloud Run user needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAKES = REPO_ROOT / "tests" / "fakes"
+
+PROJECT = "demo-project"
+REGION = "europe-west1"
+TAG = "abc123def456"
+IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/penguin-api/penguin-api:{TAG}"
+WHERE = [f"--project={PROJECT}", f"--region={REGION}"]
+DEFAULT_DEPLOY_FLAGS = [
+    f"--image={IMAGE}",
+    "--cpu=1",
+    "--memory=1Gi",
+    "--concurrency=1",
+    "--min-instances=0",
+    "--max-instances=10",
+    "--cpu-boost",
+    "--execution-environment=gen2",
+    "--timeout=30",
+    "--port=8080",
+    "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1",
+    "--allow-unauthenticated",
+]
+BUILD = ["builds", "submit", f"--project={PROJECT}", f"--tag={IMAGE}", "."]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@dataclass
+class MakeRun:
+    """What one `make` invocation did: exit code, output, and the gcloud calls it made."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    calls: list[list[str]]
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    """Run a Makefile target with the recording gcloud first on PATH."""
+
+    def run(
+        *args: str,
+        script: list[dict] | None = None,
+        extra_path: Path | None = None,
+        **variables: str,
+    ) -> MakeRun:
+        log = tmp_path / "gcloud-calls.jsonl"
+        log.unlink(missing_ok=True)
+        # This interpreter's folder too: the fake's `python3` then starts without shims.
+        interpreter = Path(sys.executable).parent
+        path = [str(p) for p in (extra_path, FAKES, interpreter) if p is not None]
+        env = {
+            # A clean environment: a developer's exported CPU or REGION must not leak in.
+            "PATH": os.pathsep.join([*path, os.environ["PATH"]]),
+            "HOME": str(tmp_path),
+            "FAKE_GCLOUD_LOG": str(log),
+        }
+        if script is not None:
+            script_path = tmp_path / "gcloud-script.json"
+            script_path.write_text(json.dumps(script))
+            env["FAKE_GCLOUD_SCRIPT"] = str(script_path)
+        cmd = ["make", "--no-print-directory", *args]
+        cmd += [f"{name}={value}" for name, value in variables.items()]
+        proc = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return MakeRun(proc.returncode, proc.stdout, proc.stderr, calls)
+
+    return run
+
+
+def traffic(*rows: tuple[str, int | str, str]) -> list[dict]:
+    """A script answering `run services describe` with these (revision, percent, tag) rows."""
+    text = "".join(f"{rev}\t{pct}\t{tag}\n" for rev, pct, tag in rows)
+    return [{"match": ["run", "services", "describe"], "stdout": text}]
+
+
+def flags_of(call: list[str]) -> dict[str, str]:
+    """--name=value and bare --name flags of one call, as a dict."""
+    out = {}
+    for arg in call:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            out[name] = value
+    return out
+
+
+# --- deploy -----------------------------------------------------------------------------
+
+
+def test_deploy_builds_the_commit_image_then_deploys_it_with_every_setting(make) -> None:
+    run = make("deploy", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        BUILD,
+        ["run", "deploy", "penguin-api", *WHERE, *DEFAULT_DEPLOY_FLAGS],
+        ["run", "services", "update-traffic", "penguin-api", *WHERE, "--to-latest"],
+    ]
+
+
+def test_every_deploy_setting_follows_its_make_variable(make) -> None:
+    run = make(
+        "deploy",
+        PROJECT_ID=PROJECT,
+        REGION=REGION,
+        IMAGE_TAG=TAG,
+        SERVICE="penguins-eu",
+        CPU="2",
+        MEMORY="2Gi",
+        WORKERS="2",
+        ORT_THREADS="1",
+        MIN_INSTANCES="1",
+        MAX_INSTANCES="4",
+        CPU_BOOST="false",
+        EXECUTION_ENV="gen1",
+        REQUEST_TIMEOUT="60",
+        CONTAINER_PORT="9000",
+        PUBLIC="false",
+        ENV_VARS="LOG_LEVEL=DEBUG",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.calls[1] == [
+        "run",
+        "deploy",
+        "penguins-eu",
+        *WHERE,
+        f"--image={IMAGE}",
+        "--cpu=2",
+        "--memory=2Gi",
+        # concurrency follows the worker count unless set on its own
+        "--concurrency=2",
+        "--min-instances=1",
+        "--max-instances=4",
+        "--no-cpu-boost",
+        "--execution-environment=gen1",
+        "--timeout=60",
+        "--port=9000",
+        "--set-env-vars=WEB_CONCURRENCY=2,ORT_INTRA_OP_THREADS=1,LOG_LEVEL=DEBUG",
+        "--no-allow-unauthenticated",
+    ]
+
+
+def test_concurrency_can_be_set_apart_from_workers(make) -> None:
+    run = make("deploy", PROJECT_ID=PROJECT, IMAGE_TAG=TAG, WORKERS="2", CONCURRENCY="3")
+    assert run.returncode == 0, run.stderr
+    flags = flags_of(run.calls[1])
+    assert flags["concurrency"] == "3"
+    assert flags["set-env-vars"].startswith("WEB_CONCURRENCY=2,")
+
+
+def test_image_is_tagged_with_the_git_commit_by_default(make) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        pytest.skip("not a git checkout")
+    run = make("deploy", PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    image = flags_of(run.calls[0])["tag"]
+    repo, _, tag = image.rpartition(":")
+    assert repo == f"{REGION}-docker.pkg.dev/{PROJECT}/penguin-api/penguin-api"
+    assert tag in (commit.stdout.strip(), commit.stdout.strip() + "-dirty")
+    assert flags_of(run.calls[1])["image"] == image
+
+
+def test_deploy_without_project_id_stops_before_calling_gcloud(make) -> None:
+    run = make("deploy", IMAGE_TAG=TAG)
+    assert run.returncode != 0
+    assert "PROJECT_ID is not set" in run.stderr
+    assert run.calls == []
+
+
+def test_a_setting_that_is_not_true_or_false_is_refused(make) -> None:
+    run = make("deploy", PROJECT_ID=PROJECT, IMAGE_TAG=TAG, PUBLIC="yes")
+    assert run.returncode != 0
+    assert "PUBLIC=yes: must be true or false" in run.stderr
+    assert run.calls == []
+
+
+def test_a_failed_cloud_build_deploys_nothing(make) -> None:
+    script = [{"match": ["builds", "submit"], "stderr": "BUILD FAILURE\n", "exit": 1}]
+    run = make("deploy", script=script, PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    assert run.returncode != 0
+    assert run.calls == [BUILD]
+
+
+def test_registry_creates_the_docker_repository_in_the_region(make) -> None:
+    run = make("registry", PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        [
+            "artifacts",
+            "repositories",
+            "create",
+            "penguin-api",
+            f"--project={PROJECT}",
+            f"--location={REGION}",
+            "--repository-format=docker",
+        ]
+    ]
+
+
+# --- blue-green ---------------------------------------------------------------------------
+
+
+def test_deploy_candidate_creates_a_tagged_revision_that_gets_no_traffic(make) -> None:
+    run = make("deploy-candidate", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        BUILD,
+        [
+            "run",
+            "deploy",
+            "penguin-api",
+            *WHERE,
+            *DEFAULT_DEPLOY_FLAGS,
+            "--no-traffic",
+            "--tag=candidate",
+        ],
+    ]
+
+
+def test_promote_tags_the_serving_revision_previous_then_moves_all_traffic(make) -> None:
+    script = traffic(
+        ("penguin-api-00007-abc", 100, ""),
+        ("penguin-api-00006-xyz", "", "previous"),
+        ("penguin-api-00008-new", "", "candidate"),
+    )
+    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    describe, *changes = run.calls
+    assert describe[:4] == ["run", "services", "describe", "penguin-api"]
+    update = ["run", "services", "update-traffic", "penguin-api", *WHERE]
+    assert changes == [
+        [*update, "--update-tags=previous=penguin-api-00007-abc"],
+        [*update, "--to-tags=candidate=100"],
+    ]
+
+
+def test_promote_in_steps_raises_the_candidate_share_in_order(make) -> None:
+    script = traffic(("penguin-api-00007-abc", 100, ""), ("penguin-api-00008-new", "", "candidate"))
+    run = make(
+        "promote",
+        script=script,
+        PROJECT_ID=PROJECT,
+        REGION=REGION,
+        STEPS="10 50 100",
+        STEP_WAIT="0",
+    )
+    assert run.returncode == 0, run.stderr
+    moves = [c[-1] for c in run.calls if c[:3] == ["run", "services", "update-traffic"]]
+    assert moves == [
+        "--update-tags=previous=penguin-api-00007-abc",
+        "--to-tags=candidate=10",
+        "--to-tags=candidate=50",
+        "--to-tags=candidate=100",
+    ]
+
+
+def test_resumed_promote_keeps_the_old_revision_as_previous(make) -> None:
+    # Half-way through a stepped promotion the candidate already serves more than the old one.
+    script = traffic(
+        ("penguin-api-00007-abc", 30, ""),
+        ("penguin-api-00008-new", 70, ""),
+        ("penguin-api-00008-new", "", "candidate"),
+    )
+    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    assert run.calls[1][-1] == "--update-tags=previous=penguin-api-00007-abc"
+
+
+def test_promote_without_a_candidate_changes_no_traffic(make) -> None:
+    script = traffic(("penguin-api-00007-abc", 100, ""))
+    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode != 0
+    assert "make deploy-candidate first" in run.stderr
+    assert [c[:3] for c in run.calls] == [["run", "services", "describe"]]
+
+
+def test_rollback_sends_all_traffic_to_the_revision_promote_replaced(make) -> None:
+    run = make("rollback", PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        ["run", "services", "update-traffic", "penguin-api", *WHERE, "--to-tags=previous=100"]
+    ]
+
+
+def test_rollback_to_a_named_revision(make) -> None:
+    run = make("rollback", PROJECT_ID=PROJECT, REGION=REGION, REVISION="penguin-api-00003-old")
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        [
+            "run",
+            "services",
+            "update-traffic",
+            "penguin-api",
+            *WHERE,
+            "--to-revisions=penguin-api-00003-old=100",
+        ]
+    ]
+
+
+# --- url, logs, manifest ------------------------------------------------------------------
+
+
+def test_url_prints_the_service_url(make) -> None:
+    script = [
+        {"match": ["run", "services", "describe"], "stdout": "https://penguin-api-x.a.run.app\n"}
+    ]
+    run = make("url", script=script, PROJECT_ID=PROJECT, REGION=REGION)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "https://penguin-api-x.a.run.app"
+    assert run.calls == [
+        ["run", "services", "describe", "penguin-api", *WHERE, "--format=value(status.url)"]
+    ]
+
+
+def test_url_of_a_tag_filters_the_traffic_targets(make) -> None:
+    run = make("url", PROJECT_ID=PROJECT, REGION=REGION, TAG="candidate")
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        [
+            "run",
+            "services",
+            "describe",
+            "penguin-api",
+            *WHERE,
+            "--flatten=status.traffic",
+            "--filter=status.traffic.tag=candidate",
+            "--format=value(status.traffic.url)",
+        ]
+    ]
+
+
+def test_logs_reads_the_latest_service_logs(make) -> None:
+    run = make("logs", PROJECT_ID=PROJECT, REGION=REGION, LOG_LIMIT="20")
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [["run", "services", "logs", "read", "penguin-api", *WHERE, "--limit=20"]]
+
+
+def test_deploy_yaml_replaces_the_service_with_this_commits_image(make) -> None:
+    run = make("deploy-yaml", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        BUILD,
+        ["run", "services", "replace", "out/service.yaml", *WHERE],
+        [
+            "run",
+            "services",
+            "add-iam-policy-binding",
+            "penguin-api",
+            *WHERE,
+            "--member=allUsers",
+            "--role=roles/run.invoker",
+        ],
+    ]
+    rendered = yaml.safe_load((REPO_ROOT / "out" / "service.yaml").read_text())
+    assert rendered["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+
+
+def test_service_yaml_describes_the_same_service_as_make_deploy(make) -> None:
+    run = make("deploy", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    deployed = flags_of(run.calls[1])
+    manifest = yaml.safe_load((REPO_ROOT / "service.yaml").read_text())
+    template = manifest["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    container = template["spec"]["containers"][0]
+    env = ",".join(f"{e['name']}={e['value']}" for e in container["env"])
+
+    assert manifest["metadata"]["name"] == run.calls[1][2]
+    assert container["resources"]["limits"] == {
+        "cpu": deployed["cpu"],
+        "memory": deployed["memory"],
+    }
+    assert str(template["spec"]["containerConcurrency"]) == deployed["concurrency"]
+    assert str(template["spec"]["timeoutSeconds"]) == deployed["timeout"]
+    assert annotations["autoscaling.knative.dev/minScale"] == deployed["min-instances"]
+    assert annotations["autoscaling.knative.dev/maxScale"] == deployed["max-instances"]
+    run_annotations = {k.split("/")[1]: v for k, v in annotations.items() if k.startswith("run.")}
+    assert run_annotations["startup-cpu-boost"] == str("cpu-boost" in deployed).lower()
+    assert run_annotations["execution-environment"] == deployed["execution-environment"]
+    assert str(container["ports"][0]["containerPort"]) == deployed["port"]
+    assert env == deployed["set-env-vars"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/ready"
+
+
+# --- local container targets -----------------------------------------------------------------
+
+
+def test_docker_run_builds_then_runs_with_the_chosen_engine_base_and_limits(
+    make, tmp_path: Path
+) -> None:
+    # The recording fake answers to any name: here it plays podman.
+    engine_dir = tmp_path / "engine"
+    engine_dir.mkdir()
+    (engine_dir / "podman").symlink_to(FAKES / "gcloud")
+    run = make(
+        "docker-run",
+        extra_path=engine_dir,
+        CONTAINER="podman",
+        IMAGE_TAG=TAG,
+        BASE_IMAGE="localhost/python:3.11-slim-local",
+        BUILD_FLAGS="--network=host",
+        PORT="18080",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.calls == [
+        [
+            "build",
+            "--network=host",
+            "--build-arg",
+            "BASE_IMAGE=localhost/python:3.11-slim-local",
+            "-t",
+            f"penguin-api:{TAG}",
+            "-t",
+            "penguin-api:latest",
+            ".",
+        ],
+        [
+            "run",
+            "--rm",
+            "-p",
+            "18080:8080",
+            "-e",
+            "PORT=8080",
+            "-e",
+            "WEB_CONCURRENCY=1",
+            "-e",
+            "ORT_INTRA_OP_THREADS=1",
+            "--cpus",
+            "1",
+            "--memory",
+            "1g",
+            f"penguin-api:{TAG}",
+        ],
+    ]
