@@ -25,6 +25,8 @@ _HANDLER_MARK = "_penguin_json"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+#: Health probes and metric scrapes, which do not count as a worker's first request.
+_PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # LogRecord attributes that are not user-supplied `extra` fields.
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -102,7 +104,10 @@ def instance_id() -> str:
 
 
 def first_request() -> bool:
-    """True exactly once per process: on the first request it serves (a cold start)."""
+    """True exactly once per process: on the first request it serves (a cold start).
+
+    Health probes and metric scrapes are not counted (see `init_app`).
+    """
     state = _this_process()
     if state["served"]:
         return False
@@ -231,7 +236,9 @@ def init_app(app: Any, project: str | None) -> None:
         response.headers["Server-Timing"] = ", ".join(
             f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items()
         )
-        if first_request():
+        # Probes and scrapes do not use up the flag: the first real request a worker
+        # serves is the one a client sees as cold.
+        if request.path not in _PROBE_PATHS and first_request():
             response.headers["X-Cold-Start"] = "1"
             metrics.COLD_STARTS.inc()
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
