@@ -19,22 +19,21 @@ import requests
 from PIL import Image
 
 from tests.server import Server, running_server
+from tests.webpage import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PERCENT,
+    PHONE,
+    PageProblems,
+    ask_api,
+    open_page,
+    percent_of,
+    photos,
+    wait_for_state,
+)
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 360, "height": 740}  # a small Android phone, in CSS pixels
-ANSWER_TIMEOUT_MS = 30_000  # first requests hit cold workers on a shared, busy CPU
-PERCENT = r"[<>]?\d{1,3}(?:\.\d)?\s?%"  # "<0.1%" and ">99.9%" at the ends
 
 
 # ---- browser -------------------------------------------------------------------------
@@ -50,33 +49,6 @@ def browser() -> Iterator[Any]:
         )
         yield chromium
         chromium.close()
-
-
-class PageProblems:
-    """What the page reported while a test used it: uncaught exceptions and console errors."""
-
-    def __init__(self) -> None:
-        self.exceptions: list[str] = []
-        self.console_errors: list[str] = []
-
-
-def open_page(browser: Any, server: Server, viewport: dict[str, int], **options: Any):
-    """A fresh browser context on the upload page, with its problems recorded."""
-    context = browser.new_context(viewport=viewport, **options)
-    page = context.new_page()
-    problems = PageProblems()
-    page.on("pageerror", lambda exc: problems.exceptions.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: problems.console_errors.append(msg.text) if msg.type == "error" else None,
-    )
-    page.goto(server.url("/"))
-    # The footer shows the model once the page has talked to the service.
-    page.wait_for_function(
-        "document.getElementById('model-version').textContent.trim() !== '…'",
-        timeout=ANSWER_TIMEOUT_MS,
-    )
-    return context, page, problems
 
 
 @pytest.fixture
@@ -98,21 +70,6 @@ def phone(browser: Any, server: Server) -> Iterator[tuple[Any, PageProblems]]:
 
 
 # ---- photos, chosen by asking the live API ----------------------------------------------
-def photos(folder: Path, pattern: str) -> list[Path]:
-    """The JPEG photos matching `pattern` under `folder`, in a stable order."""
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in {".jpg", ".jpeg"})
-
-
-def ask_api(server: Server, path: Path) -> dict[str, Any]:
-    """What POST /predict says about one file."""
-    with path.open("rb") as fh:
-        response = requests.post(
-            server.url("/predict"), files={"file": (path.name, fh)}, timeout=30
-        )
-    response.raise_for_status()
-    return response.json()
-
-
 @pytest.fixture(scope="module")
 def penguin(server: Server, shared_data: Path) -> tuple[Path, dict[str, Any]]:
     """A validation penguin the model gets right, with the API's answer for it."""
@@ -136,20 +93,6 @@ def not_penguin(server: Server, shared_data: Path) -> tuple[Path, dict[str, Any]
     if best is None:
         pytest.fail("the model took each of the first 20 validation non-penguins for a penguin")
     return best
-
-
-def percent_of(text: str) -> float:
-    """The number in a "93.1%" label, as a fraction."""
-    match = re.search(r"(\d{1,3}(?:\.\d)?)\s?%", text)
-    assert match, f"no percentage in {text!r}"
-    return float(match.group(1)) / 100
-
-
-def wait_for_state(page: Any, state: str) -> Any:
-    """The result region once it shows `state` (penguin | no-penguin | error)."""
-    region = page.locator(f"#result[data-state='{state}']")
-    region.wait_for(timeout=ANSWER_TIMEOUT_MS)
-    return region
 
 
 # ---- tests -------------------------------------------------------------------------------
@@ -261,6 +204,21 @@ def test_dropped_photo_is_previewed_and_classified(desktop, penguin, tmp_path):
     assert result.locator(".verdict").inner_text() == answer["species"]
     assert "dragging" not in page.locator("#dropzone").get_attribute("class")
     assert page.locator("#preview-caption").inner_text().startswith(photo.name)
+    assert problems.exceptions == []
+    assert problems.console_errors == []
+
+
+def test_choosing_another_photo_replaces_the_answer(desktop, penguin, not_penguin):
+    page, problems = desktop
+    picker = page.get_by_label("Choose a photo")
+    picker.set_input_files(penguin[0])
+    wait_for_state(page, "penguin")
+
+    page.get_by_label("Choose another photo").set_input_files(not_penguin[0])
+    result = wait_for_state(page, "no-penguin")
+    assert penguin[1]["species"] not in result.locator(".verdict").inner_text()
+    assert result.locator(".confidence").count() == 0
+    assert page.locator("#preview-caption").inner_text().startswith(not_penguin[0].name)
     assert problems.exceptions == []
     assert problems.console_errors == []
 

@@ -75,7 +75,10 @@
   }
 
   // ---- preview -----------------------------------------------------------------
+  let previewSeq = 0; // a slow decode of an earlier photo must not overwrite a later one
+
   async function showPreview(file) {
+    const seq = ++previewSeq;
     preview.hidden = false;
     caption.textContent = file.name + " · " + formatSize(file.size);
     canvas.setAttribute("aria-label", "Preview of " + file.name);
@@ -83,6 +86,10 @@
       // Drawn on a canvas rather than an <img> with a blob: URL, so the page's
       // Content-Security-Policy can stay at 'self' only.
       const bitmap = await createImageBitmap(file);
+      if (seq !== previewSeq) {
+        bitmap.close();
+        return;
+      }
       const scale = Math.min(1, PREVIEW_MAX_SIDE / Math.max(bitmap.width, bitmap.height));
       const ratio = window.devicePixelRatio || 1;
       canvas.width = Math.round(bitmap.width * scale * ratio);
@@ -92,6 +99,7 @@
       canvas.hidden = false;
       noPreview.hidden = true;
     } catch {
+      if (seq !== previewSeq) return;
       // Not decodable here (e.g. HEIC in most browsers, or not an image); the server decides.
       canvas.hidden = true;
       noPreview.hidden = false;
