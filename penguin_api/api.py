@@ -67,6 +67,8 @@ def _uploads() -> list[FileStorage]:
         )
     files = request.files.getlist("file")
     if not files:
+        if "file" in request.form:
+            raise errors.MissingFile("The field 'file' holds text; send the photo as a file part.")
         others = ", ".join(sorted(request.files)) or "none"
         raise errors.MissingFile(f"No multipart field named 'file' (file fields sent: {others}).")
     return files
