@@ -1,0 +1,166 @@
+"""Fuzz the decode path: whatever bytes arrive, `imaging` answers with an array or an ImageError.
+
+Inputs are real images in every accepted format (built in tests/image_samples.py), mutated
+the way damaged uploads and hand-made attacks look: flipped bits, overwritten header fields,
+"interesting" integers where sizes live, truncation, inserted, deleted and repeated runs.
+Each input runs in a sandboxed child (tests/decode_sandbox.py) so that a segfault or a hang
+fails the test instead of killing it.
+
+CI runs a bounded number of examples; ``make fuzz`` runs many more
+(``FUZZ_EXAMPLES=<n>`` sets the count per test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from penguin_api.config import Settings
+from tests.decode_sandbox import DecodeSandbox
+from tests.image_samples import gif_bomb, good_images, jpeg_bomb, png_bomb
+
+#: The decode limit the service ships with.
+MAX_PIXELS = Settings().max_image_pixels
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
+
+SEEDS = good_images()
+SEED_NAMES = sorted(SEEDS)
+#: Integers that break size and offset arithmetic when written over a header field.
+INTERESTING = [
+    0,
+    1,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+]
+
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,  # the sandbox's own timeout is the hang detector
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[DecodeSandbox]:
+    """One decoder child for the whole module, replaced if an input kills it."""
+    with DecodeSandbox(max_pixels=MAX_PIXELS) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def tally(sandbox: DecodeSandbox, request: pytest.FixtureRequest) -> Iterator[Counter]:
+    """Count outcomes across the module and print the figures at the end."""
+    counts: Counter = Counter()
+    yield counts
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print(
+            f"\nfuzz imaging: {sandbox.inputs} inputs, outcomes {dict(counts)}, "
+            f"decoder restarts {sandbox.restarts}"
+        )
+
+
+@st.composite
+def mutated_image(draw: st.DrawFn) -> bytes:
+    """A seed image with one to eight mutations, biased towards the header."""
+    data = bytearray(SEEDS[draw(st.sampled_from(SEED_NAMES))])
+    for _ in range(draw(st.integers(1, 8))):
+        size = len(data)
+        if size == 0:
+            break
+        in_header = draw(st.booleans())
+        pos = draw(st.integers(0, min(size, 96) - 1 if in_header else size - 1))
+        op = draw(
+            st.sampled_from(
+                ["flip", "overwrite", "interesting", "truncate", "insert", "delete", "repeat"]
+            )
+        )
+        if op == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "overwrite":
+            chunk = draw(st.binary(min_size=1, max_size=16))
+            data[pos : pos + len(chunk)] = chunk
+        elif op == "interesting":
+            width = draw(st.sampled_from([1, 2, 4]))
+            value = draw(st.sampled_from(INTERESTING)) & ((1 << (8 * width)) - 1)
+            order = draw(st.sampled_from(["big", "little"]))
+            data[pos : pos + width] = value.to_bytes(width, order)
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=64))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 64))]
+        else:
+            length = draw(st.integers(1, 256))
+            data[pos:pos] = data[pos : pos + length] * draw(st.integers(1, 16))
+    return bytes(data)
+
+
+#: Magic numbers of each accepted format: random bytes behind them reach each decoder.
+MAGICS = [
+    b"\xff\xd8\xff\xe0",
+    b"\xff\xd8\xff\xdb",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"GIF87a",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"RIFF\x00\x00\x00\x00WEBPVP8L",
+    b"II*\x00",
+    b"MM\x00*",
+    b"BM",
+    b"\x00\x00\x00\x18ftypheic",
+]
+
+
+def _check(sandbox: DecodeSandbox, tally: Counter, data: bytes) -> None:
+    outcome = sandbox.run(data)
+    tally[outcome.kind] += 1
+    assert outcome.allowed, (
+        f"{outcome.kind} on a {len(data)}-byte input starting {data[:32]!r}:\n{outcome.detail}"
+    )
+
+
+def test_every_seed_image_decodes_to_a_model_input(sandbox: DecodeSandbox, tally: Counter) -> None:
+    for name, data in SEEDS.items():
+        outcome = sandbox.run(data)
+        tally[outcome.kind] += 1
+        assert outcome.kind == "ok", f"{name}: {outcome.detail}"
+
+
+@pytest.mark.parametrize("bomb", [png_bomb, gif_bomb, jpeg_bomb], ids=lambda f: f.__name__)
+def test_pixel_bombs_are_refused_as_too_large(sandbox: DecodeSandbox, tally: Counter, bomb) -> None:
+    outcome = sandbox.run(bomb())
+    tally[outcome.kind] += 1
+    assert outcome.kind == "image_error" and outcome.detail.startswith("ImageTooLarge"), outcome
+
+
+@FUZZ_SETTINGS
+@given(data=mutated_image())
+def test_mutated_images_give_an_array_or_an_image_error(
+    sandbox: DecodeSandbox, tally: Counter, data: bytes
+) -> None:
+    _check(sandbox, tally, data)
+
+
+@FUZZ_SETTINGS
+@given(magic=st.sampled_from(MAGICS), body=st.binary(max_size=2048))
+def test_random_bytes_behind_a_format_signature_give_an_image_error(
+    sandbox: DecodeSandbox, tally: Counter, magic: bytes, body: bytes
+) -> None:
+    _check(sandbox, tally, magic + body)
