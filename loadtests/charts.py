@@ -21,6 +21,7 @@ from loadtests.report import percentile
 _WARM = "#1f77b4"
 _COLD = "#d62728"
 _FAIL = "#7f7f7f"
+_BAND_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 def draw_all(rows: Sequence[dict], summary: dict, out_dir: Path) -> list[Path]:
@@ -42,11 +43,14 @@ def latency_over_time(rows: Sequence[dict], summary: dict, path: Path) -> Path:
     ax.scatter(_x(warm, t0), _y(warm), s=4, color=_WARM, alpha=0.25, label="request (warm)")
     if cold:
         ax.scatter(_x(cold, t0), _y(cold), s=28, marker="x", color=_COLD, label="cold start")
+    # Percentiles need samples: widen the band buckets until each holds ~25 requests.
+    duration = summary["duration_s"]
+    width = next((w for w in _BAND_S if w >= width and len(ok) * w / duration >= 25), width)
     mids, bands = [], {50: [], 95: [], 99: []}
-    for b in summary["over_time"]:
-        lat = [r["latency_ms"] for r in ok if b["t"] <= r["t"] - t0 < b["t"] + width]
+    for start in np.arange(0, duration, width):
+        lat = [r["latency_ms"] for r in ok if start <= r["t"] - t0 < start + width]
         if lat:
-            mids.append(b["t"] + width / 2)
+            mids.append(start + width / 2)
             for q in bands:
                 bands[q].append(percentile(lat, q))
     if mids:
@@ -60,7 +64,7 @@ def latency_over_time(rows: Sequence[dict], summary: dict, path: Path) -> Path:
     ax.set_ylabel("latency (ms)")
     ax.set_title(f"Latency over time (bands per {width} s; {summary['requests']} requests)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, ncols=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncols=6)
     return _save(fig, path)
 
 
@@ -71,7 +75,16 @@ def throughput_and_instances(rows: Sequence[dict], summary: dict, path: Path) ->
     rps = np.array([b["rps"] for b in buckets])
     fail_rps = np.array([b["failures"] / width for b in buckets])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 2))
-    top.bar(x, rps - fail_rps, width=width, align="edge", color=_WARM, label="ok req/s")
+    top.bar(
+        x,
+        rps - fail_rps,
+        width=width,
+        align="edge",
+        color=_WARM,
+        edgecolor="white",
+        lw=0.4,
+        label="ok req/s",
+    )
     top.bar(
         x,
         fail_rps,

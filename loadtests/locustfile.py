@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 from locust import HttpUser, LoadTestShape, events, task
 from locust.runners import MasterRunner
 
@@ -109,6 +110,8 @@ class PhotoUploader(HttpUser):
         _state["runner"] = self.environment.runner
         self._rng = random.Random()
         self._rate = self.environment.parsed_options.user_rps
+        # Users who arrive together do not all click in the same millisecond.
+        gevent.sleep(self._rng.uniform(0, 1 / self._rate))
         self._next = time.monotonic()
 
     def wait_time(self) -> float:
