@@ -76,10 +76,12 @@ browser-deps: ## install Debian's chromium for the browser tests when it is miss
 # --- reliability: fuzzing and dependency audit ----------------------------------
 # `make test` runs both too, bounded (a few hundred fuzz inputs per test); these run
 # them alone, the fuzz at length.
-FUZZ_EXAMPLES ?= 20000
+FUZZ_EXAMPLES   ?= 20000
+SCHEMA_EXAMPLES ?= 400
 .PHONY: fuzz audit
-fuzz: install-dev ## fuzz the image decoder with $(FUZZ_EXAMPLES) mutated images per test
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider -q tests/test_fuzz_imaging.py
+fuzz: install-dev ## fuzz the decoder ($(FUZZ_EXAMPLES) inputs per test) and the API (schemathesis)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMA_EXAMPLES=$(SCHEMA_EXAMPLES) \
+	  $(BIN)/pytest -p no:cacheprovider -q tests/test_fuzz_imaging.py tests/test_schema.py
 
 audit: install-dev ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/pytest -p no:cacheprovider -q tests/test_supply_chain.py
