@@ -90,6 +90,7 @@ def on_starting(server):
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
     log = server.log
+    log.info("metrics directory: %s", metrics_dir)
     try:
         classifier = Classifier.load(
             _settings.model_dir,
