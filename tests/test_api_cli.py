@@ -1,0 +1,90 @@
+"""`penguin-api serve` and `penguin-api predict`, run as a user runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from tests.server import REPO_ROOT, free_port, running_server
+
+
+def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "penguin_api.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def test_predict_prints_the_api_answer_per_photo(model_dir, tmp_path, small_jpeg):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(small_jpeg)
+    result = cli("predict", str(photo), str(photo), "--model-dir", str(model_dir))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1]
+    with running_server(workers=1, model_dir=model_dir) as srv:
+        api = requests.post(srv.url("/predict"), files={"file": small_jpeg}, timeout=30).json()
+    assert lines[0] == {"file": str(photo), **api}
+
+
+def test_predict_reports_an_unreadable_photo_and_exits_1(model_dir, tmp_path, small_jpeg):
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    good.write_bytes(small_jpeg)
+    bad.write_bytes(b"not really a jpeg")
+    result = cli("predict", str(bad), str(good), str(tmp_path / "missing.jpg"),
+                 env={"MODEL_DIR": str(model_dir)})  # fmt: skip
+    assert result.returncode == 1
+    first, second, third = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["error"]["type"] == "/problems/unsupported-image"
+    assert "species" in second and "error" not in second
+    assert third["error"]["title"] == "Unreadable file"
+
+
+def test_predict_with_a_bad_model_exits_2_and_says_why(tmp_path, small_jpeg):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(small_jpeg)
+    result = cli("predict", str(photo), "--model-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "model card not found" in result.stderr
+
+
+def test_serve_runs_gunicorn_with_the_project_config(model_dir):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "penguin_api.cli", "serve", "--port", str(port),
+         "--host", "127.0.0.1", "--workers", "1", "--model-dir", str(model_dir)],
+        cwd="/",  # the config is found next to the package, not in the working directory
+        env={k: v for k, v in os.environ.items() if k not in ("PORT", "MODEL_DIR")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(requests.ConnectionError):
+                ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            time.sleep(0.1)
+        assert ready is not None and ready.status_code == 200
+        assert ready.headers["X-Instance-Id"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    first = json.loads(out.splitlines()[0])
+    assert first["severity"] == "INFO" and "gunicorn" in first["message"].lower()
