@@ -155,9 +155,15 @@ def find_engine() -> Engine:
     return Engine(name=name, env=env, base_image=base)
 
 
-def snapshot_context(dest: Path) -> Path:
-    """Copy the build context to `dest`, so builds see one consistent state of the tree."""
+def snapshot_context(dest: Path, model_dir: Path | None = None) -> Path:
+    """Copy the build context to `dest`, so builds see one consistent state of the tree.
+
+    `model_dir` (another model, e.g. a candidate under test) replaces model/ in the copy.
+    """
     shutil.copytree(REPO_ROOT, dest, ignore=shutil.ignore_patterns(*_NOT_CONTEXT), symlinks=True)
+    if model_dir is not None and model_dir.resolve() != (REPO_ROOT / "model").resolve():
+        shutil.rmtree(dest / "model", ignore_errors=True)
+        shutil.copytree(model_dir, dest / "model")
     return dest
 
 

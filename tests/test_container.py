@@ -33,7 +33,7 @@ from tests.container_engine import (
     find_engine,
     snapshot_context,
 )
-from tests.server import free_port
+from tests.server import DEFAULT_MODEL_DIR, free_port, model_available
 
 IMAGE_TAG = "localhost/penguin-api:pytest"
 REPORT = REPO_ROOT / "reports" / "container.json"
@@ -109,7 +109,9 @@ def engine() -> Engine:
 @pytest.fixture(scope="session")
 def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     """The image built once from a snapshot of the working tree."""
-    context = snapshot_context(tmp_path_factory.mktemp("build") / "context")
+    # The model the other tests use (PENGUIN_TEST_MODEL_DIR can name a candidate) goes in.
+    model = DEFAULT_MODEL_DIR if model_available(DEFAULT_MODEL_DIR) else None
+    context = snapshot_context(tmp_path_factory.mktemp("build") / "context", model)
     build = engine.build(context, IMAGE_TAG)
     size = engine.image_size(IMAGE_TAG)
     base_size = engine.image_size(engine.base_image)
@@ -146,6 +148,15 @@ class Container:
     def logs(self) -> str:
         proc = self.engine.run("logs", self.cid, check=False)
         return proc.stdout + proc.stderr
+
+    def wait_log(self, pattern: re.Pattern[str], timeout: float) -> None:
+        """Poll the container's output until `pattern` appears in it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pattern.search(self.logs()):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"no {pattern.pattern!r} in the logs after {timeout} s:\n{self.logs()}")
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Poll GET /ready until 200; the seconds since `run` was called."""
@@ -261,7 +272,9 @@ def test_container_finishes_the_request_in_flight_when_sigterm_stops_it(
                 target=engine.run, args=("stop", "-t", "10", ctr.cid), kwargs={"timeout": 60}
             )
             stopper.start()
-            time.sleep(1.0)  # SIGTERM delivered while the request is still arriving
+            # Gunicorn's master logs the signal as it handles it; only then does the rest of
+            # the upload go out, so the request is certainly in flight across the SIGTERM.
+            ctr.wait_log(re.compile(r"signal:? term", re.I), timeout=15)
             sock.sendall(body[len(body) // 2 :])
             response = _read_http_response(sock)
             stopper.join(60)
