@@ -111,29 +111,40 @@ class Floor:
         self._pool.join()
 
 
-def model_latency(model_path: str, inputs: np.ndarray, seconds: float) -> dict:
-    """Per-image latency of the model alone (batch of 1, one thread), cycling `inputs`."""
-    session = single_thread_session(model_path)
-    name = session.get_inputs()[0].name
-    for k in range(min(3, len(inputs))):  # warm-up: first runs allocate and pick kernels
-        session.run(None, {name: inputs[k : k + 1]})
-    latencies: list[float] = []
+def model_latency(paths: dict[str, str], inputs: np.ndarray, seconds: float) -> dict[str, dict]:
+    """Per-image latency of each model alone (batch of 1, one thread), cycling `inputs`.
+
+    The models take turns in short bursts rather than one after the other, so that load
+    from elsewhere on the machine weighs on each of them alike.
+    """
+    sessions = {tag: single_thread_session(path) for tag, path in paths.items()}
+    names = {tag: s.get_inputs()[0].name for tag, s in sessions.items()}
+    for tag, session in sessions.items():  # warm-up: first runs allocate and pick kernels
+        for k in range(min(3, len(inputs))):
+            session.run(None, {names[tag]: inputs[k : k + 1]})
+    latencies: dict[str, list[float]] = {tag: [] for tag in sessions}
     deadline = time.monotonic() + seconds
     i = 0
-    while time.monotonic() < deadline or len(latencies) < 5:
-        x = inputs[i % len(inputs)][None]
-        t0 = time.perf_counter()
-        session.run(None, {name: x})
-        latencies.append((time.perf_counter() - t0) * 1000)
-        i += 1
-    arr = np.asarray(latencies)
-    return {
-        "runs": len(latencies),
-        "mean_ms": round(float(arr.mean()), 2),
-        "p50_ms": round(float(np.percentile(arr, 50)), 2),
-        "p10_ms": round(float(np.percentile(arr, 10)), 2),
-        "file_mb": round(os.path.getsize(model_path) / 1e6, 2),
-    }
+    while time.monotonic() < deadline or min(len(v) for v in latencies.values()) < 5:
+        for tag, session in sessions.items():
+            for _ in range(5):
+                x = inputs[i % len(inputs)][None]
+                t0 = time.perf_counter()
+                session.run(None, {names[tag]: x})
+                latencies[tag].append((time.perf_counter() - t0) * 1000)
+                i += 1
+    out = {}
+    for tag, samples in latencies.items():
+        arr = np.asarray(samples)
+        out[tag] = {
+            "file": paths[tag],
+            "runs": len(samples),
+            "mean_ms": round(float(arr.mean()), 2),
+            "p50_ms": round(float(np.percentile(arr, 50)), 2),
+            "p10_ms": round(float(np.percentile(arr, 10)), 2),
+            "file_mb": round(os.path.getsize(paths[tag]) / 1e6, 2),
+        }
+    return out
 
 
 def _rss_bytes(pid: int) -> int:

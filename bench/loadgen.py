@@ -42,6 +42,8 @@ class LoadResult:
     seconds: float = 0.0
     count: int = 0
     errors: int = 0
+    #: Failed answers by HTTP status ("0": no answer at all).
+    error_statuses: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     server_timing: list[str] = field(default_factory=list)
     late_ms: list[float] = field(default_factory=list)
@@ -50,10 +52,16 @@ class LoadResult:
     def throughput(self) -> float:
         return self.count / self.seconds if self.seconds else 0.0
 
+    def fail(self, status: int) -> None:
+        self.errors += 1
+        self.error_statuses[str(status)] = self.error_statuses.get(str(status), 0) + 1
+
     def add(self, other: LoadResult) -> None:
         self.seconds += other.seconds
         self.count += other.count
         self.errors += other.errors
+        for status, n in other.error_statuses.items():
+            self.error_statuses[status] = self.error_statuses.get(status, 0) + n
         self.latencies_ms += other.latencies_ms
         self.server_timing += other.server_timing
         self.late_ms += other.late_ms
@@ -112,7 +120,7 @@ def closed_loop(
                 break
             i += 1
             if status != 200:
-                local.errors += 1
+                local.fail(status)
                 continue
             local.count += 1
             local.latencies_ms.append((t1 - t0) * 1000)
@@ -153,7 +161,7 @@ def open_loop(
         with lock:
             result.late_ms.append((start - due) * 1000)
             if status != 200:
-                result.errors += 1
+                result.fail(status)
                 return
             result.count += 1
             result.latencies_ms.append((end - due) * 1000)

@@ -2,13 +2,17 @@
 
 The shipped file's precision comes from its card (``quantization``). The other precision
 is looked for beside it (a file whose name says ``fp32`` or ``int8``) or given explicitly.
+When only an int8 QDQ model exists, its float graph is rebuilt (bench.dequantize) so
+that fp32 can still be timed; an fp32-only model is reported as such.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from .dequantize import NotQdqError, dequantize_qdq
 
 MODEL_FILE = "penguin-classifier.onnx"
 CARD_FILE = "model-card.json"
@@ -57,3 +61,18 @@ def find_variants(
         else f"shipped: {precision}; compared with {', '.join(str(p) for p in files.values())}"
     )
     return ModelVariants(shipped=shipped, card=card, files=files, note=note)
+
+
+def with_rebuilt_fp32(variants: ModelVariants, scratch: Path) -> ModelVariants:
+    """`variants` plus an fp32 rebuilt from the int8 QDQ graph when no fp32 file exists."""
+    if "fp32" in variants.files or "int8" not in variants.files:
+        return variants
+    try:
+        fp32 = dequantize_qdq(variants.files["int8"], scratch / "fp32-rebuilt.onnx")
+    except NotQdqError as exc:
+        return replace(variants, note=f"{variants.note}; no fp32 could be rebuilt: {exc}")
+    note = (
+        "shipped: int8; no fp32 file is kept, so fp32 is the shipped int8 QDQ graph with "
+        "its quantisation folded back out (same operators on float data: fp32's cost)"
+    )
+    return replace(variants, files={**variants.files, "fp32": fp32}, note=note)

@@ -33,12 +33,16 @@ def percentiles(samples: list[float]) -> dict[str, float | None]:
 
 
 def server_timing(headers: list[str]) -> dict[str, float]:
-    """Median of each Server-Timing metric (decode, infer, total) the service reported."""
+    """p50 and p99 of each Server-Timing metric (decode, infer, total) the service reported."""
     values: dict[str, list[float]] = {}
     for header in headers:
         for name, dur in _TIMING.findall(header):
             values.setdefault(name, []).append(float(dur))
-    return {f"{k}_p50_ms": round(float(np.median(v)), 2) for k, v in sorted(values.items())}
+    out = {}
+    for name, durations in sorted(values.items()):
+        out[f"{name}_p50_ms"] = round(float(np.percentile(durations, 50)), 2)
+        out[f"{name}_p99_ms"] = round(float(np.percentile(durations, 99)), 2)
+    return out
 
 
 def load_figures(result: LoadResult) -> dict:
@@ -47,6 +51,7 @@ def load_figures(result: LoadResult) -> dict:
         "throughput_rps": round(result.throughput, 2),
         "requests": result.count,
         "errors": result.errors,
+        "error_statuses": result.error_statuses,
         "seconds": round(result.seconds, 1),
         **percentiles(result.latencies_ms),
     }

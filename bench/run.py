@@ -8,7 +8,7 @@ weighs on all of them alike; then the open-loop run; then memory.
     python -m bench.run [--seconds 15] [--out reports/bench.json]
 
 BENCH_SECONDS (default 15) is the length of one measured phase; the run takes about
-nine phases plus ~20 s of start-up.
+eight phases plus ~20 s of start-up (BENCH_SECONDS=15: about 2.5 minutes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,11 @@ from . import report as rep
 from .decode import measure_decode
 from .floor import MAX_PIXELS, Floor, model_latency
 from .loadgen import Client, LoadResult, closed_loop, multipart, open_loop, warm_up
-from .models import find_variants
+from .models import find_variants, with_rebuilt_fp32
 from .photos import load_photos
-from .servers import memory, running_alternative
+from .servers import memory, running_alternative, sched_ns
 
-ROUNDS = 2
+ROUNDS = 3
 OPEN_LOOP_RATE = 5.0
 
 
@@ -88,13 +89,13 @@ def _log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def measure_models(cfg: BenchSettings, inputs: np.ndarray) -> dict:
+def measure_models(cfg: BenchSettings, inputs: np.ndarray, scratch: Path) -> dict:
     """Latency per image of each precision variant, one thread, batch of 1."""
     variants = find_variants(cfg.model_dir, cfg.fp32_model, cfg.int8_model)
-    timed = {}
-    for tag, path in sorted(variants.files.items()):
-        _log(f"model alone: {tag} ({path.name})")
-        timed[tag] = {"file": str(path), **model_latency(str(path), inputs, cfg.seconds / 3)}
+    variants = with_rebuilt_fp32(variants, scratch)
+    _log(f"model alone: {', '.join(f'{t} ({p.name})' for t, p in variants.files.items())}")
+    paths = {tag: str(path) for tag, path in sorted(variants.files.items())}
+    timed = model_latency(paths, inputs, cfg.seconds * len(paths) / 3)
     speedup = None
     if "fp32" in timed and "int8" in timed:
         speedup = rep.ratio(timed["fp32"]["p50_ms"], timed["int8"]["p50_ms"])
@@ -106,7 +107,7 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
     """Floor, service and alternative in interleaved rounds; then open loop and memory."""
     small = [multipart(p.data) for p in photos.small]
     large = [multipart(p.data) for p in photos.large]
-    window = cfg.seconds / 2
+    window = cfg.seconds / 3
     shipped = cfg.model_dir / "penguin-classifier.onnx"
     _log(f"starting the floor ({cfg.workers} processes), the service and the alternative")
     floor = Floor(str(shipped), tuple(p.data for p in photos.small), cfg.workers)
@@ -128,7 +129,10 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
                 loads["ours_large"].add(closed_loop(ours, large, cfg.clients, window))
                 loads["alt_large"].add(closed_loop(theirs, large, cfg.clients, window))
             _log(f"open loop: {OPEN_LOOP_RATE} req/s for {2 * cfg.seconds:.0f} s")
+            workers = srv.worker_pids()
+            before = sched_ns(workers)
             open_result = open_loop(ours, small, OPEN_LOOP_RATE, 2 * cfg.seconds)
+            after = sched_ns(workers)
             mem = {
                 "service_master": memory(srv.proc.pid),
                 "service_workers": [{"pid": pid, **memory(pid)} for pid in srv.worker_pids()],
@@ -151,6 +155,10 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
     open_figs["rate_rps"] = OPEN_LOOP_RATE
     open_figs["p99_over_p50"] = rep.ratio(open_figs["p99_ms"], open_figs["p50_ms"])
     open_figs["max_send_delay_ms"] = round(max(open_result.late_ms, default=0.0), 1)
+    served = max(1, open_result.count + open_result.errors)
+    # Per request, the workers' own CPU time and their time waiting for a core.
+    open_figs["worker_cpu_ms_per_request"] = round((after[0] - before[0]) / 1e6 / served, 1)
+    open_figs["worker_cpu_wait_ms_per_request"] = round((after[1] - before[1]) / 1e6 / served, 1)
     alt_figs = {s: rep.load_figures(loads[f"alt_{s}"]) for s in ("small", "large")}
     ours_figs = {"small": ours_small, "large": rep.load_figures(loads["ours_large"])}
     return {
@@ -187,11 +195,13 @@ def _git_commit() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_settings(argv)
     started = dt.datetime.now(dt.UTC)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     _log(f"photos from {cfg.shared_data} (12 MP ones generated in memory)")
     photos = load_photos(cfg.shared_data)
     inputs = np.stack([prepare(p.data, max_pixels=MAX_PIXELS) for p in photos.small[:16]])
     result: dict = {}
-    result["model"] = measure_models(cfg, inputs)
+    with tempfile.TemporaryDirectory(prefix="penguin-bench-") as scratch:
+        result["model"] = measure_models(cfg, inputs, Path(scratch))
     _log("decode: 224 px vs 12 MP, with and without draft")
     result["decode"] = measure_decode(
         {"224px": photos.tiny.data, "12MP": photos.large[0].data}, cfg.seconds / 16
@@ -204,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "phase_seconds": cfg.seconds,
         "rounds": ROUNDS,
         "cpus": available_cpus(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        # Others' load on the machine, 1/5/15-minute averages: high values mean rerun.
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "commit": _git_commit(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,

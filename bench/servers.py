@@ -82,3 +82,19 @@ def memory(pid: int) -> dict[str, float]:
             if key in ("Rss", "Pss"):
                 out[f"{key.lower()}_mb"] = round(int(rest.split()[0]) / 1024, 1)
     return out
+
+
+def sched_ns(pids: list[int]) -> tuple[int, int]:
+    """(on-CPU ns, ns spent runnable but waiting for a CPU) summed over `pids`' threads.
+
+    From /proc/<pid>/task/*/schedstat; the wait is time a process wanted a core that
+    something else had, which no profile of the process itself can show.
+    """
+    run = wait = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                fields = stat.read_text().split()
+                run += int(fields[0])
+                wait += int(fields[1])
+    return run, wait
