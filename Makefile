@@ -148,6 +148,7 @@ MIN_INSTANCES   ?= 0
 MAX_INSTANCES   ?= 10
 CPU_BOOST       ?= true
 EXECUTION_ENV   ?= gen2
+# Cloud Run's request timeout, and Gunicorn's (TIMEOUT): a request is cut at the same point by both.
 REQUEST_TIMEOUT ?= 30
 CONTAINER_PORT  ?= 8080
 PUBLIC          ?= true
@@ -166,7 +167,7 @@ DEPLOY_FLAGS = --image=$(IMAGE) --cpu=$(CPU) --memory=$(MEMORY) --concurrency=$(
   --min-instances=$(MIN_INSTANCES) --max-instances=$(MAX_INSTANCES) \
   $(if $(filter true,$(CPU_BOOST)),--cpu-boost,--no-cpu-boost) \
   --execution-environment=$(EXECUTION_ENV) --timeout=$(REQUEST_TIMEOUT) --port=$(CONTAINER_PORT) \
-  --set-env-vars=WEB_CONCURRENCY=$(WORKERS),ORT_INTRA_OP_THREADS=$(ORT_THREADS)$(if $(ENV_VARS),$(comma)$(ENV_VARS)) \
+  --set-env-vars=WEB_CONCURRENCY=$(WORKERS),ORT_INTRA_OP_THREADS=$(ORT_THREADS),TIMEOUT=$(REQUEST_TIMEOUT)$(if $(ENV_VARS),$(comma)$(ENV_VARS)) \
   $(if $(filter true,$(PUBLIC)),--allow-unauthenticated,--no-allow-unauthenticated)
 
 .PHONY: registry cloud-build deploy deploy-candidate promote rollback url logs deploy-yaml \

@@ -37,7 +37,7 @@ DEFAULT_DEPLOY_FLAGS = [
     "--execution-environment=gen2",
     "--timeout=30",
     "--port=8080",
-    "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1",
+    "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1,TIMEOUT=30",
     "--allow-unauthenticated",
 ]
 BUILD = ["builds", "submit", f"--project={PROJECT}", f"--tag={IMAGE}", "."]
@@ -157,7 +157,7 @@ def test_every_deploy_setting_follows_its_make_variable(make) -> None:
         "--execution-environment=gen1",
         "--timeout=60",
         "--port=9000",
-        "--set-env-vars=WEB_CONCURRENCY=2,ORT_INTRA_OP_THREADS=1,LOG_LEVEL=DEBUG",
+        "--set-env-vars=WEB_CONCURRENCY=2,ORT_INTRA_OP_THREADS=1,TIMEOUT=60,LOG_LEVEL=DEBUG",
         "--no-allow-unauthenticated",
     ]
 
