@@ -5,6 +5,8 @@ from penguin_api.config.Settings (the environment, read once); this file explain
 why each has the value it has, and holds the server hooks.
 """
 
+import contextlib
+import importlib
 import os
 import shutil
 import sys
@@ -103,6 +105,10 @@ def on_starting(server):
         _remove_metrics_dir()
         sys.exit(1)
     card = classifier.card
+    # Import the app's modules once here, so forked workers start with them loaded.
+    for module in ("penguin_api.api", "penguin_api.openapi", "penguin_api.web"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     log.info(
         "model verified: %s %s sha256 %s (%d labels) in %.3f s",
         card.name, card.version, card.sha256, len(card.labels), classifier.load_seconds,

@@ -30,6 +30,7 @@ def create_app(
     telemetry.configure_logging(settings.log_level, settings.google_cloud_project)
 
     app = Flask(__name__)
+    app.request_class = api.UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False  # keep answers in the documented field order
 

@@ -7,14 +7,15 @@ penguin_api.errors as problem+json.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
-from flask import Blueprint, Response, abort, current_app, g, jsonify, request
+from flask import Blueprint, Request, Response, abort, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage
 
 from penguin_api import errors, imaging, metrics
@@ -23,6 +24,23 @@ from penguin_api.config import Settings
 from penguin_api.loader import ModelSlot
 
 bp = Blueprint("api", __name__)
+
+
+class UploadRequest(Request):
+    """Keeps uploaded files in memory instead of spilling those over 500 kB to disk.
+
+    MAX_CONTENT_LENGTH bounds the size, and every upload is read whole right away, so a
+    temporary file would only add disk writes to each phone photo.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        return io.BytesIO()
 
 
 @dataclass(frozen=True)
