@@ -167,3 +167,72 @@ def test_file_that_onnx_runtime_cannot_load_is_refused(model_dir, tmp_path):
 
 def test_load_time_is_recorded(classifier):
     assert classifier.load_seconds > 0
+
+
+# --- graphs that break the contract -------------------------------------------------------
+def _graph_model(tmp_path: Path, *, input_name="image", dtype="uint8", layout="NHWC",
+                 outputs=("species_probs", "penguin_score"), labels=3) -> Path:  # fmt: skip
+    """A tiny ONNX model plus a matching card; the arguments choose what it gets wrong."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    elem = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}[dtype]
+    shape = ["N", 224, 224, 3] if layout == "NHWC" else ["N", 3, 224, 224]
+    axes = [1, 2] if layout == "NHWC" else [2, 3]
+    nodes = [
+        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),  # [N, 3]
+        helper.make_node("Softmax", ["mean"], ["species_probs"], axis=1),
+        helper.make_node("ReduceMax", ["species_probs", "one"], ["penguin_score"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "contract-test",
+        [helper.make_tensor_value_info(input_name, elem, shape)],
+        [
+            helper.make_tensor_value_info(
+                name, TensorProto.FLOAT, ["N", "C"] if name == "species_probs" else ["N"]
+            )
+            for name in outputs
+        ],
+        initializer=[
+            helper.make_tensor("axes", TensorProto.INT64, [2], axes),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    data = model.SerializeToString()
+    onnx.checker.check_model(model)
+    (folder / MODEL_FILE).write_bytes(data)
+    card = {
+        "name": "contract-test", "version": "0", "file": MODEL_FILE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "labels": [f"species-{i}" for i in range(labels)],
+        "input": {"name": "image", "size": 224}, "thresholds": {"penguin_score": 0.5},
+    }  # fmt: skip
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return folder
+
+
+def test_a_graph_that_keeps_the_contract_loads(tmp_path):
+    classifier = Classifier.load(_graph_model(tmp_path))
+    assert len(classifier.predict(_images(2))) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"input_name": "pixels"}, "named 'image'"),
+        ({"dtype": "float32"}, "uint8"),
+        ({"layout": "NCHW"}, "NHWC"),
+        ({"outputs": ("species_probs",)}, "penguin_score"),
+        ({"labels": 4}, "labels"),
+    ],
+    ids=["input-name", "input-dtype", "layout", "missing-output", "label-count"],
+)
+def test_a_graph_that_breaks_the_contract_is_refused(tmp_path, options, says):
+    with pytest.raises(ModelError, match=says):
+        Classifier.load(_graph_model(tmp_path, **options))
