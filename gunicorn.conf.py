@@ -7,6 +7,7 @@ why each has the value it has, and holds the server hooks.
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -19,7 +20,7 @@ from penguin_api.config import Settings, SettingsError
 try:
     _settings = Settings.from_env()
 except SettingsError as exc:
-    print(f'{{"severity": "CRITICAL", "message": "invalid setting: {exc}"}}', flush=True)
+    print(json.dumps({"severity": "CRITICAL", "message": f"invalid setting: {exc}"}), flush=True)
     sys.exit(1)
 
 # --- metrics across workers ---------------------------------------------------------------

@@ -214,3 +214,12 @@ def test_sigterm_lets_the_request_in_flight_finish(model_dir, small_jpeg):
     status_line = response.split(b"\r\n", 1)[0]
     assert status_line == b"HTTP/1.1 200 OK", response[:300]
     assert b'"top_k"' in response
+
+
+def test_an_unusable_setting_stops_the_server_naming_the_variable(model_dir):
+    with running_server(model_dir=model_dir, env={"TOP_K": "many"}, wait_ready=False) as srv:
+        code = srv.proc.wait(60)
+        records = srv.log_records()
+    assert code != 0
+    assert [r["severity"] for r in records] == ["CRITICAL"]
+    assert "TOP_K" in records[0]["message"]
