@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.requirements import Requirement
 
 from tests.container_engine import (
     REPO_ROOT,
@@ -65,6 +66,11 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     wanted = {_requirement_name(dep) for dep in project["dependencies"]}
 
     assert wanted <= pinned, f"not in requirements.lock (run make lock): {wanted - pinned}"
+    # ...and each pin is a version pyproject.toml still allows.
+    versions = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    for dep in map(Requirement, project["dependencies"]):
+        version = versions[dep.name.lower().replace("_", "-")]
+        assert dep.specifier.contains(version), f"{dep.name}=={version} breaks {dep} (make lock)"
     # Every pin carries at least one hash, so pip's --require-hashes accepts the file.
     for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[-1]):
         if "==" in block:
