@@ -51,10 +51,14 @@ def _classify(data: bytes) -> None:
     _session.run(None, {_input_name: batch})
 
 
-def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int]:
-    """Classify photos from offset `start` until `deadline`: (count, latencies ms, RSS bytes)."""
+def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int, float]:
+    """Classify photos from offset `start` until `deadline`.
+
+    Returns (count, latencies ms, RSS bytes, CPU seconds this process used meanwhile).
+    """
     start, deadline = args
     done, latencies, i = 0, [], start
+    cpu0 = time.process_time()
     while True:
         t0 = time.perf_counter()
         _classify(_photos[i % len(_photos)])
@@ -64,7 +68,7 @@ def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int]:
         done += 1
         latencies.append((t1 - t0) * 1000)
         i += 1
-    return done, latencies, _rss_bytes(os.getpid())
+    return done, latencies, _rss_bytes(os.getpid()), time.process_time() - cpu0
 
 
 @dataclass
@@ -75,6 +79,7 @@ class FloorResult:
     count: int = 0
     latencies_ms: list[float] | None = None
     rss_bytes: list[int] | None = None
+    cpu_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -101,7 +106,8 @@ class Floor:
         count = sum(p[0] for p in parts)
         self.result.seconds += seconds
         self.result.count += count
-        for _, lat, rss in parts:
+        self.result.cpu_seconds += sum(p[3] for p in parts)
+        for _, lat, rss, _ in parts:
             self.result.latencies_ms.extend(lat)
             self.result.rss_bytes.append(rss)
         return count / seconds

@@ -47,6 +47,9 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     server_timing: list[str] = field(default_factory=list)
     late_ms: list[float] = field(default_factory=list)
+    #: CPU the server's processes and this client process used during the window.
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -65,6 +68,8 @@ class LoadResult:
         self.latencies_ms += other.latencies_ms
         self.server_timing += other.server_timing
         self.late_ms += other.late_ms
+        self.server_cpu_s += other.server_cpu_s
+        self.client_cpu_s += other.client_cpu_s
 
 
 class Client:

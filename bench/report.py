@@ -57,6 +57,10 @@ def load_figures(result: LoadResult) -> dict:
     }
     if result.server_timing:
         figures["server_timing"] = server_timing(result.server_timing)
+    served = result.count + result.errors
+    if served and result.server_cpu_s:
+        figures["server_cpu_ms_per_request"] = round(result.server_cpu_s * 1000 / served, 2)
+        figures["client_cpu_ms_per_request"] = round(result.client_cpu_s * 1000 / served, 2)
     return figures
 
 

@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +122,17 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
             loads = {
                 k: LoadResult() for k in ("ours_small", "ours_large", "alt_small", "alt_large")
             }
+            ours_pids = [srv.proc.pid, *srv.worker_pids()]
             for r in range(ROUNDS):
                 _log(f"round {r + 1}/{ROUNDS}: floor, service, alternative ({window:.1f} s each)")
                 floor.measure(window)
-                loads["ours_small"].add(closed_loop(ours, small, cfg.clients, window))
-                loads["alt_small"].add(closed_loop(theirs, small, cfg.clients, window))
-                loads["ours_large"].add(closed_loop(ours, large, cfg.clients, window))
-                loads["alt_large"].add(closed_loop(theirs, large, cfg.clients, window))
+                for key, client, uploads, pids in (
+                    ("ours_small", ours, small, ours_pids),
+                    ("alt_small", theirs, small, [alt.proc.pid]),
+                    ("ours_large", ours, large, ours_pids),
+                    ("alt_large", theirs, large, [alt.proc.pid]),
+                ):
+                    loads[key].add(_measured(client, uploads, cfg.clients, window, pids))
             _log(f"open loop: {OPEN_LOOP_RATE} req/s for {2 * cfg.seconds:.0f} s")
             workers = srv.worker_pids()
             before = sched_ns(workers)
@@ -147,6 +152,7 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
         "throughput_rps": round(fl.throughput, 2),
         "photos": fl.count,
         "seconds": fl.seconds,
+        "cpu_ms_per_photo": round(fl.cpu_seconds * 1000 / max(1, fl.count), 2),
         **rep.percentiles(fl.latencies_ms),
     }
     ours_small = rep.load_figures(loads["ours_small"])
@@ -168,6 +174,12 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
             "clients": cfg.clients,
             "closed_loop": ours_figs,
             "ratio_to_floor": rep.ratio(ours_small["throughput_rps"], floor_figs["throughput_rps"]),
+            # CPU per photo in the floor / CPU per request in the service's processes: how
+            # much of the service's CPU goes to the work itself. Less sensitive than
+            # throughput to how much CPU others on the machine take.
+            "cpu_efficiency_vs_floor": rep.ratio(
+                floor_figs["cpu_ms_per_photo"], ours_small.get("server_cpu_ms_per_request")
+            ),
             "open_loop": open_figs,
         },
         "alternative": {
@@ -181,6 +193,17 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
         },
         "memory": mem,
     }
+
+
+def _measured(
+    client: Client, uploads: list, clients: int, seconds: float, pids: list[int]
+) -> LoadResult:
+    """A closed-loop window, with the CPU time the server and this client spent on it."""
+    server0, client0 = sched_ns(pids)[0], time.process_time()
+    result = closed_loop(client, uploads, clients, seconds)
+    result.server_cpu_s = (sched_ns(pids)[0] - server0) / 1e9
+    result.client_cpu_s = time.process_time() - client0
+    return result
 
 
 def _git_commit() -> str | None:
