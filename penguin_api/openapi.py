@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 
 from penguin_api import imaging
 from penguin_api.errors import PROBLEM_JSON, PROBLEMS
+from penguin_api.openapi_schemas import schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -206,108 +207,6 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def _schemas() -> dict[str, Any]:
-    probability = {"type": "number", "minimum": 0, "maximum": 1}
-    guess = {
-        "type": "object",
-        "properties": {"species": {"type": "string"}, "confidence": probability},
-        "required": ["species", "confidence"],
-    }
-    prediction_props = {
-        "species": {
-            "type": ["string", "null"],
-            "description": "Most likely species; null when no penguin is seen.",
-        },
-        "confidence": {
-            "type": ["number", "null"],
-            "minimum": 0,
-            "maximum": 1,
-            "description": "Calibrated probability of `species`; null when no penguin.",
-        },
-        "is_penguin": {"type": "boolean"},
-        "penguin_score": {**probability, "description": "Compared with the card's threshold."},
-        "top_k": {"type": "array", "items": guess, "minItems": 1},
-        "model": _ref("ModelRef"),
-    }
-    return {
-        "Problem": {
-            "type": "object",
-            "description": "RFC 9457 problem details.",
-            "properties": {
-                "type": {"type": "string", "format": "uri-reference"},
-                "title": {"type": "string"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-            "required": ["type", "title", "status", "detail"],
-        },
-        "ProblemType": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "description": {"type": "string"},
-            },
-            "required": ["type", "title", "status", "description"],
-        },
-        "ModelRef": {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
-            "required": ["name", "version"],
-        },
-        "Prediction": {
-            "type": "object",
-            "properties": prediction_props,
-            "required": list(prediction_props),
-        },
-        "BatchEntry": {
-            "description": "A prediction with its filename, or the filename and an error.",
-            "oneOf": [
-                {
-                    "type": "object",
-                    "properties": {"filename": {"type": ["string", "null"]}, **prediction_props},
-                    "required": ["filename", *prediction_props],
-                },
-                {
-                    "type": "object",
-                    "properties": {
-                        "filename": {"type": ["string", "null"]},
-                        "error": _ref("Problem"),
-                    },
-                    "required": ["filename", "error"],
-                },
-            ],
-        },
-        "BatchResult": {
-            "type": "object",
-            "properties": {
-                "results": {"type": "array", "items": _ref("BatchEntry")},
-                "succeeded": {"type": "integer", "minimum": 0},
-                "failed": {"type": "integer", "minimum": 0},
-                "model": _ref("ModelRef"),
-            },
-            "required": ["results", "succeeded", "failed", "model"],
-        },
-        "ModelCard": {
-            "type": "object",
-            "description": "model/model-card.json as shipped (more keys may appear).",
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                "thresholds": {"type": "object"},
-                "input": {"type": "object"},
-                "metrics": {"type": "object"},
-                "training_data": {"type": "object"},
-            },
-            "required": ["name", "version", "sha256", "labels", "thresholds"],
-        },
-    }
-
-
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
     return {
@@ -320,7 +219,7 @@ def document() -> dict[str, Any]:
             "RFC 9457 problem+json.",
         },
         "paths": _paths(),
-        "components": {"schemas": _schemas(), "headers": _HEADERS},
+        "components": {"schemas": schemas(), "headers": _HEADERS},
     }
 
 
