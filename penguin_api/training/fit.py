@@ -1,0 +1,196 @@
+"""Fit the heads on cached embeddings: species head (hyper-parameters by cross-validation),
+penguin gate, temperature and threshold.
+
+What is tuned on what:
+- species-head L2 strength and class balancing: stratified k-fold cross-validation over
+  train + val photos pooled (all views of a photo stay in one fold);
+- species head weights: train photos only (all augmented views);
+- gate head: penguin photos of train (+ unspecified, excluded species) against
+  not_penguin/train; its mix with the ImageNet king-penguin score from out-of-fold
+  train predictions;
+- temperature and gate threshold: val.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from penguin_api.training.heads import (
+    Linear,
+    fit_binary,
+    fit_softmax,
+    fit_temperature,
+    pick_threshold,
+    sigmoid,
+)
+
+log = logging.getLogger(__name__)
+
+L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+BALANCED_GRID = (False, True)
+GATE_L2 = 1e-3
+
+
+@dataclass
+class Fitted:
+    """Everything the graph needs, plus how it was chosen."""
+
+    species: Linear
+    gate: Linear
+    gate_mix: tuple[float, float, float]
+    temperature: float
+    threshold: float
+    chosen: dict = field(default_factory=dict)
+    cv: list[dict] = field(default_factory=list)
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index per row, each class dealt round-robin over the folds after a shuffle."""
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        folds[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return folds
+
+
+def test_view(views: np.ndarray, flip: bool) -> np.ndarray:
+    """The embedding the shipped graph computes: view 0, or mean of view 0 and its mirror."""
+    return 0.5 * (views[0] + views[1]) if flip else views[0]
+
+
+def stack_views(views: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[V, N, D] views and [N] labels -> [V*N, D] rows and [V*N] labels."""
+    v, n, d = views.shape
+    return views.reshape(v * n, d), np.tile(y, v)
+
+
+def cross_validate(
+    views: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    k: int,
+    seed: int,
+    flip: bool,
+    grid: list[tuple[float, bool]] | None = None,
+) -> list[dict]:
+    """Out-of-fold top-1 and NLL for each (l2, balanced) in the grid."""
+    grid = grid or list(itertools.product(L2_GRID, BALANCED_GRID))
+    folds = stratified_folds(y, k, seed)
+    results = []
+    for l2, balanced in grid:
+        correct, nll = 0, 0.0
+        for f in range(k):
+            tr, te = folds != f, folds == f
+            x, yy = stack_views(views[:, tr], y[tr])
+            head = fit_softmax(x, yy, n_classes, l2, balanced)
+            logits = head(test_view(views[:, te], flip))
+            z = logits - logits.max(1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+            correct += int((logits.argmax(1) == y[te]).sum())
+            nll += float(-logp[np.arange(te.sum()), y[te]].sum())
+        row = {
+            "l2": l2,
+            "balanced": balanced,
+            "top1": round(correct / len(y), 4),
+            "nll": round(nll / len(y), 4),
+        }
+        log.info("  cv %s", row)
+        results.append(row)
+    return results
+
+
+def king_logprob(features: np.ndarray, fc: Linear, king_class: int) -> np.ndarray:
+    """ImageNet log P(king penguin) from 1280-d features, as the graph computes it."""
+    logits = fc(features)
+    m = logits.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(logits - m).sum(1))
+    return logits[:, king_class] - lse
+
+
+def fit_gate(
+    views: np.ndarray,
+    is_penguin: np.ndarray,
+    fc: Linear,
+    king_class: int,
+    k: int,
+    seed: int,
+    flip: bool,
+) -> tuple[Linear, tuple[float, float, float]]:
+    """Penguin-vs-not head on features, and the (a, b, c) mixing it with the king score."""
+    y = is_penguin.astype(np.int64)
+    x, yy = stack_views(views, y)
+    gate = fit_binary(x, yy, GATE_L2)
+    # Mixing weights from out-of-fold gate logits, so they are not fooled by overfit.
+    folds = stratified_folds(y, k, seed)
+    oof = np.empty(len(y))
+    for f in range(k):
+        tr, te = folds != f, folds == f
+        xf, yf = stack_views(views[:, tr], y[tr])
+        oof[te] = fit_binary(xf, yf, GATE_L2)(test_view(views[:, te], flip))[:, 0]
+    king = king_logprob(test_view(views, flip), fc, king_class)
+    mix = fit_binary(np.stack([oof, king], axis=1), y, l2=1e-4)
+    a, b = (float(w) for w in mix.weight[0])
+    return gate, (a, b, float(mix.bias[0]))
+
+
+def gate_score(
+    features: np.ndarray,
+    gate: Linear,
+    mix: tuple[float, float, float],
+    fc: Linear,
+    king_class: int,
+) -> np.ndarray:
+    """penguin_score exactly as the graph computes it."""
+    a, b, c = mix
+    return sigmoid(a * gate(features)[:, 0] + b * king_logprob(features, fc, king_class) + c)
+
+
+def fit_all(
+    *,
+    train_views: np.ndarray,
+    y_train: np.ndarray,
+    val_views: np.ndarray,
+    y_val: np.ndarray,
+    gate_views: np.ndarray,
+    gate_y: np.ndarray,
+    gate_val_views: np.ndarray,
+    gate_val_y: np.ndarray,
+    n_classes: int,
+    fc: Linear,
+    king_class: int,
+    folds: int,
+    seed: int,
+    flip: bool,
+    grid: list[tuple[float, bool]] | None = None,
+) -> Fitted:
+    """The whole fitting recipe described in this module's docstring."""
+    n_val_views = val_views.shape[0]
+    pooled = np.concatenate([train_views[:n_val_views], val_views], axis=1)
+    y_pooled = np.concatenate([y_train, y_val])
+    log.info("cross-validating the species head on %d photos", len(y_pooled))
+    cv = cross_validate(pooled, y_pooled, n_classes, folds, seed, flip, grid)
+    best = max(cv, key=lambda r: (r["top1"], -r["nll"]))
+    x, yy = stack_views(train_views, y_train)
+    species = fit_softmax(x, yy, n_classes, best["l2"], best["balanced"])
+    temperature = fit_temperature(species(test_view(val_views, flip)), y_val)
+    log.info("chosen %s, temperature %.3f", best, temperature)
+    gate, mix = fit_gate(gate_views, gate_y, fc, king_class, folds, seed, flip)
+    scores = gate_score(test_view(gate_val_views, flip), gate, mix, fc, king_class)
+    threshold = pick_threshold(scores[gate_val_y], scores[~gate_val_y])
+    return Fitted(
+        species,
+        gate,
+        mix,
+        temperature,
+        threshold,
+        chosen={"l2": best["l2"], "balanced": best["balanced"]},
+        cv=cv,
+    )

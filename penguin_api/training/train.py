@@ -1,0 +1,154 @@
+"""`penguin-api train`: build model/ (ONNX + card) from the labelled photos.
+
+Steps: embed augmented views with the frozen backbone (cached), fit the heads
+(penguin_api.training.fit), export one ONNX graph, quantise it to int8 and keep
+that if val top-1 drops by at most one point, evaluate the shipped file through
+the service's own path, write the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VIEWS = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `penguin-api train`."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data root with penguins/{train,val}/<Species>/, "
+        "penguin_unspecified/, not_penguin/{train,val}/",
+    )
+    parser.add_argument("--out", type=Path, default=Path("model"), help="output folder")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache (default ~/.cache/penguin-api)"
+    )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=DEFAULT_VIEWS,
+        help="views per training photo: centre, mirror, then random crops",
+    )
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads to use")
+    parser.add_argument(
+        "--tta-flip",
+        action="store_true",
+        help="average each photo with its mirror image in the graph (twice the latency)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["auto", "int8", "fp32"],
+        default="auto",
+        help="auto: int8 if it costs at most one point of val top-1",
+    )
+    parser.add_argument("--version", default=None, help="model version (default: date)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small hyper-parameter grid (for tests and smoke runs)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, export, evaluate and write ``args.out``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    from penguin_api.training import dataset, embed, fit
+    from penguin_api.training.backbone import KING_PENGUIN_CLASS, load_backbone
+    from penguin_api.training.heads import Linear
+
+    started = time.monotonic()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    data = dataset.load_training_data(args.data)
+    if len(data.labels) < 2 or not data.val:
+        log.error("need at least two species with >= 6 train photos and a val split")
+        return 2
+    log.info(
+        "%d species, %d train / %d val photos; excluded: %s",
+        len(data.labels),
+        len(data.train),
+        len(data.val),
+        data.excluded or "none",
+    )
+    cache = embed.EmbeddingCache(args.cache or embed.default_cache_dir(), args.threads)
+    view_ids = range(args.views)
+    emb = _embed_all(cache, data, view_ids, args.seed)
+    backbone = load_backbone()
+    fc = Linear(backbone._fc.weight.detach().numpy(), backbone._fc.bias.detach().numpy())
+    grid = [(1e-3, False), (1e-3, True)] if args.quick else None
+    fitted = fit.fit_all(
+        train_views=emb["train"],
+        y_train=_labels(data.train),
+        val_views=emb["val"],
+        y_val=_labels(data.val),
+        gate_views=emb["gate_train"],
+        gate_y=_penguin(data.gate_train),
+        gate_val_views=emb["gate_val"],
+        gate_val_y=_penguin(data.gate_val),
+        n_classes=len(data.labels),
+        fc=fc,
+        king_class=KING_PENGUIN_CLASS,
+        folds=args.folds,
+        seed=args.seed,
+        flip=args.tta_flip,
+        grid=grid,
+    )
+    from penguin_api.training.ship import ship
+
+    ship(args, data, backbone, fitted, started)
+    return 0
+
+
+def _labels(samples) -> np.ndarray:
+    return np.array([s.label for s in samples], dtype=np.int64)
+
+
+def _penguin(samples) -> np.ndarray:
+    return np.array([s.is_penguin for s in samples], dtype=bool)
+
+
+def _embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
+    """[V, N, 1280] embeddings for each group; one cache pass over all photos.
+
+    Photos the service cannot decode are dropped from ``data`` (and listed in
+    ``data.skipped``): a model should be judged only on what it can be sent.
+    """
+    groups = ("train", "val", "gate_train", "gate_val")
+    everything = sorted({s.path for g in groups for s in getattr(data, g)})
+    table = cache.get(everything, view_ids, seed)[:, :, :-1]  # drop the cached king column
+    row = {p: i for i, p in enumerate(everything)}
+    bad = {p for p in everything if np.isnan(table[0, row[p]]).any()}
+    data.skipped = sorted(str(p) for p in bad)
+    out = {}
+    for name in groups:
+        kept = [s for s in getattr(data, name) if s.path not in bad]
+        setattr(data, name, kept)
+        out[name] = table[:, [row[s.path] for s in kept]]
+    return out
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for candidate model files."""
+    return tempfile.TemporaryDirectory(prefix="penguin-train-")
+
+
+def install(src: Path, out: Path, name: str) -> Path:
+    """Copy a finished model file into the output folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / name
+    shutil.copyfile(src, dest)
+    return dest

@@ -1,0 +1,157 @@
+"""`penguin-api train` and `penguin-api evaluate` end to end, and the pieces they count with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from penguin_api.training.dataset import load_training_data
+from penguin_api.training.heads import fit_temperature, pick_threshold, softmax
+from penguin_api.training.metrics import expected_calibration_error, species_metrics
+from tests.server import REPO_ROOT
+
+SUBSET_SPECIES = {"Adelie": (6, 2), "Gentoo": (6, 2), "King": (6, 2), "Snares": (3, 0)}
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "penguin_api.cli", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+
+
+def _link_photos(src: Path, dest: Path, n: int) -> None:
+    """Symlink the first ``n`` decodable-looking photos of ``src`` into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    photos = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    for photo in photos[:n]:
+        (dest / photo.name).symlink_to(photo)
+
+
+@pytest.fixture(scope="module")
+def subset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small data tree of links into ../shared/data (nothing copied)."""
+    root = tmp_path_factory.mktemp("subset")
+    for species, (n_train, n_val) in SUBSET_SPECIES.items():
+        _link_photos(
+            shared_data / "penguins/train" / species, root / "penguins/train" / species, n_train
+        )
+        if n_val:
+            _link_photos(
+                shared_data / "penguins/val" / species, root / "penguins/val" / species, n_val
+            )
+    _link_photos(shared_data / "penguin_unspecified", root / "penguin_unspecified", 6)
+    _link_photos(shared_data / "not_penguin/train", root / "not_penguin/train", 10)
+    _link_photos(shared_data / "not_penguin/val", root / "not_penguin/val", 5)
+    return root
+
+
+@pytest.mark.slow
+def test_short_training_run_produces_a_loadable_model_with_a_true_card(
+    subset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    result = _cli(
+        "train", "--data", str(subset), "--out", str(out), "--cache", str(tmp_path / "cache"),
+        "--views", "2", "--folds", "2", "--quick", "--version", "test",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "model-card.json").read_text())
+    onnx_path = out / card["file"]
+    assert card["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert card["labels"] == ["Adelie", "Gentoo", "King"]
+    assert "Snares" in card["species_excluded"]
+    session = ort.InferenceSession(str(onnx_path))
+    probs, score = session.run(None, {"image": np.zeros((2, 224, 224, 3), np.uint8)})
+    assert probs.shape == (2, 3) and score.shape == (2,)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert card["metrics"]["val"]["species"]["n"] == 6
+
+    # The figures in the new card come back from `penguin-api evaluate` on the same photos.
+    report_dir = tmp_path / "report"
+    result = _cli(
+        "evaluate", "--data", str(subset / "penguins/val"),
+        "--negatives", str(subset / "not_penguin/val"),
+        "--out", str(report_dir), "--model-dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((report_dir / "metrics.json").read_text())
+    assert report["species"]["top1"] == card["metrics"]["val"]["species"]["top1"]
+    assert report["gate"] == card["metrics"]["val"]["gate"]
+
+
+def test_evaluate_refuses_a_model_whose_checksum_does_not_match(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(REPO_ROOT / "model", model)
+    card = json.loads((model / "model-card.json").read_text())
+    card["sha256"] = "0" * 64
+    (model / "model-card.json").write_text(json.dumps(card))
+    (tmp_path / "tree" / "Adelie").mkdir(parents=True)
+    result = _cli(
+        "evaluate", "--data", str(tmp_path / "tree"), "--out", str(tmp_path / "r"),
+        "--model-dir", str(model),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "SHA-256" in result.stderr
+
+
+def test_species_with_too_few_training_photos_are_excluded(subset: Path) -> None:
+    data = load_training_data(subset)
+    assert data.labels == ["Adelie", "Gentoo", "King"]
+    assert data.excluded == {"Snares": 3}
+    # Their photos still teach the gate what a penguin looks like.
+    snares = {p.name for p in (subset / "penguins/train/Snares").iterdir()}
+    gate_penguins = {s.path.name for s in data.gate_train if s.is_penguin}
+    assert snares <= gate_penguins
+    assert not any(s.is_penguin for s in data.gate_train if "not_penguin" in str(s.path))
+
+
+def test_perfectly_calibrated_predictions_have_zero_ece() -> None:
+    conf = np.array([0.75] * 4 + [0.95] * 20)
+    correct = np.array([1, 1, 1, 0] + [1] * 19 + [0])
+    assert expected_calibration_error(conf, correct) == pytest.approx(0.0, abs=1e-9)
+    overconfident = np.array([0.99] * 10)
+    assert expected_calibration_error(overconfident, np.array([1] * 5 + [0] * 5)) == (
+        pytest.approx(0.49)
+    )
+
+
+def test_species_metrics_count_precision_and_recall_per_species() -> None:
+    labels = ["A", "B", "C"]
+    y = np.array([0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 2])
+    probs = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    m = species_metrics(probs, y, labels)
+    assert m["top1"] == 0.8
+    assert m["per_species"]["A"] == {"support": 2, "precision": 1.0, "recall": 0.5, "f1": 0.6667}
+    assert m["per_species"]["B"]["precision"] == pytest.approx(0.6667)
+    assert m["confusion"]["matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
+
+
+def test_temperature_softens_overconfident_logits() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    logits = rng.normal(0, 1, (400, 3))
+    logits[np.arange(400), y] += 1.0  # informative, but far less than the x8 claims
+    t = fit_temperature(logits * 8, y)
+    assert t > 3
+    before = softmax(logits * 8).max(1).mean()
+    after = softmax(logits * 8 / t).max(1).mean()
+    assert after < before
+
+
+def test_gate_threshold_separates_separable_scores() -> None:
+    pos = np.array([0.9, 0.95, 0.8, 0.99])
+    neg = np.array([0.1, 0.3, 0.05])
+    t = pick_threshold(pos, neg)
+    assert 0.3 < t < 0.8
