@@ -49,7 +49,10 @@ def decode_image(
     JPEGs are decoded at a reduced scale (``Image.draft``) that still leaves the
     shorter side at least ``min_side`` pixels, so a 12 MP phone photo costs little
     more than a thumbnail. The pixel limit is checked on the header, before any
-    pixel is decoded.
+    pixel is decoded. Other formats decode at full size, and images that need a
+    costly conversion (16/32-bit, alpha) are box-reduced before it, never below
+    ``_REDUCING_GAP * min_side``: a 100 kB 16-bit PNG of 49 MP would otherwise cost
+    seconds of CPU and over a gigabyte of memory.
     """
     if not data:
         raise UnsupportedImage("The file is empty.")
@@ -69,8 +72,9 @@ def decode_image(
             if img.format == "JPEG":
                 img.draft("RGB", _draft_size(width, height, min_side))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            # In place: the default returns a full-size copy even when nothing turns.
+            ImageOps.exif_transpose(img, in_place=True)
+            return _to_rgb(img, min_side)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -121,17 +125,52 @@ def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+#: Reductions before conversion keep the shorter side >= this many times ``min_side``:
+#: ``to_model_input`` resizes with the same gap, so its result barely changes.
+_REDUCING_GAP = 3
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _shrink(img: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by an integer factor, keeping the shorter side >= ``_REDUCING_GAP * min_side``.
+
+    Resizing premultiplies alpha (LA, RGBA), so compositing over white afterwards gives
+    the same colours as compositing first.
+    """
+    factor = min(img.size) // (_REDUCING_GAP * min_side)
+    if factor < 2:
+        return img
+    width, height = img.size
+    return img.resize((-(-width // factor), -(-height // factor)), Image.Resampling.BOX)
+
+
+def _high_bit_to_rgb(img: Image.Image, min_side: int) -> Image.Image:
+    """16/32-bit integer or float greyscale to 8-bit RGB, scaled to its range, not clipped.
+
+    The range comes from the full image; the pixels are scaled after the reduction, in
+    float32 and in place, so the cost follows the model's input size, not the file's.
+    """
+    _, high = img.getextrema()
+    top = 255.0  # floats in 0..1, or integers wider than 8 bit, set their own white
+    if img.mode == "F" and high <= 1.0:
+        top = 1.0
+    elif img.mode != "F" and high > 255:
+        top = 65535.0
+    arr = np.array(_shrink(img, min_side), dtype=np.float32)  # a writable copy
+    arr *= 255.0 / top
+    arr += 0.5
+    np.clip(arr, 0, 255, out=arr)
+    return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+
+
+def _to_rgb(img: Image.Image, min_side: int = MODEL_INPUT_SIZE) -> Image.Image:
     """Any mode to 8-bit RGB: transparency over white, 16/32-bit scaled, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else 255.0
-        if img.mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
+    if img.mode in _HIGH_BIT_MODES:
+        return _high_bit_to_rgb(img, min_side)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "RGBA"):
+        img = _shrink(img, min_side)
     if img.mode in ("LA", "PA", "La"):
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "RGBa"):

@@ -35,6 +35,7 @@ class Outcome:
 
     kind: str  # "ok" | "image_error" | "escaped" | "crash" | "hang"
     detail: str = ""
+    peak_rss: int = 0  # the decoder process's peak resident memory so far, bytes
 
     @property
     def allowed(self) -> bool:
@@ -104,7 +105,7 @@ class DecodeSandbox:
         if not line:
             return self._crashed(proc)
         answer = json.loads(line)
-        return Outcome(answer["kind"], answer.get("detail", ""))
+        return Outcome(answer["kind"], answer.get("detail", ""), answer.get("peak_rss", 0))
 
     def _crashed(self, proc: subprocess.Popen) -> Outcome:
         code = proc.wait()
@@ -120,6 +121,15 @@ class DecodeSandbox:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM; ru_maxrss would include the
+    parent's peak, which Linux carries across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _child(max_pixels: int, memory_limit: int) -> None:
@@ -147,6 +157,7 @@ def _child(max_pixels: int, memory_limit: int) -> None:
                 answer = {"kind": "ok"}
             else:
                 answer = {"kind": "escaped", "detail": f"bad array {arr.shape} {arr.dtype}"}
+        answer["peak_rss"] = _peak_rss()
         stdout.write(json.dumps(answer) + "\n")
         stdout.flush()
 

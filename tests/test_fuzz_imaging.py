@@ -12,6 +12,7 @@ CI runs a bounded number of examples; ``make fuzz`` runs many more
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from penguin_api.config import Settings
 from tests.decode_sandbox import DecodeSandbox
@@ -148,6 +150,40 @@ def test_pixel_bombs_are_refused_as_too_large(sandbox: DecodeSandbox, tally: Cou
     outcome = sandbox.run(bomb())
     tally[outcome.kind] += 1
     assert outcome.kind == "image_error" and outcome.detail.startswith("ImageTooLarge"), outcome
+
+
+def _dense(mode: str, fmt: str, colour: float | int | tuple, **params) -> bytes:
+    """A 7,000 x 7,000 image (49 MP, just under the limit) that compresses to ~100-300 kB."""
+    buf = io.BytesIO()
+    Image.new(mode, (7_000, 7_000), colour).save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _peak_growth(data: bytes) -> int:
+    """Bytes the decoder process's peak memory grows by to prepare `data` (fresh process)."""
+    with DecodeSandbox(max_pixels=MAX_PIXELS) as box:
+        warm = box.run(SEEDS["png_rgb"])
+        outcome = box.run(data)
+    assert outcome.kind == "ok", outcome.detail
+    return outcome.peak_rss - warm.peak_rss
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "colour"),
+    [("I;16", "PNG", 30_000), ("I", "TIFF", 30_000), ("F", "TIFF", 0.5)],
+    ids=["png-16bit", "tiff-int32", "tiff-float"],
+)
+def test_deep_images_at_the_pixel_limit_cost_no_more_memory_than_plain_rgb(
+    mode: str, fmt: str, colour: float, request: pytest.FixtureRequest
+) -> None:
+    # Converting 16/32-bit pixels at full size once took ~1.3 GB for a 100 kB file.
+    params = {"compression": "tiff_adobe_deflate"} if fmt == "TIFF" else {}
+    rgb = _peak_growth(_dense("RGB", "PNG", (10, 120, 200)))
+    deep = _peak_growth(_dense(mode, fmt, colour, **params))
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print(f"\n49 MP {mode} {fmt}: +{deep / 2**20:.0f} MiB (RGB PNG +{rgb / 2**20:.0f} MiB)")
+    assert deep <= 1.25 * rgb
 
 
 @FUZZ_SETTINGS
