@@ -27,7 +27,7 @@ class Case:
     what: str
     send: Callable[[str], requests.Response]  # base URL -> response
     status: int
-    problem: str  # the problem `type` slug
+    problem: str | None  # the problem `type` slug; None: Gunicorn answers before the app
 
 
 def _upload(
@@ -47,6 +47,22 @@ def _raw(
     def send(base: str) -> requests.Response:
         headers = {"Content-Type": content_type} if content_type else {}
         return requests.request(method, base + path, data=body, headers=headers, timeout=TIMEOUT)
+
+    return send
+
+
+def _headers(path: str, headers: dict[str, str]) -> Callable[[str], requests.Response]:
+    def send(base: str) -> requests.Response:
+        return requests.get(base + path, headers=headers, timeout=TIMEOUT)
+
+    return send
+
+
+def _many_parts(data: bytes, parts: int) -> Callable[[str], requests.Response]:
+    def send(base: str) -> requests.Response:
+        files = [("note", ("n.txt", b"x", "text/plain"))] * parts
+        files.append(("file", ("a.jpg", data, "image/jpeg")))
+        return requests.post(base + "/predict", files=files, timeout=TIMEOUT)
 
     return send
 
@@ -83,6 +99,14 @@ def cases() -> list[Case]:
              415, "unsupported-image"),
         Case("truncated-png", "PNG cut in half", _upload(samples.truncated(png), "a.png",
              "image/png"), 415, "unsupported-image"),
+        Case("truncated-webp", "WebP cut in half", _upload(samples.truncated(good["webp_lossy"]),
+             "a.webp", "image/webp"), 415, "unsupported-image"),
+        Case("truncated-heic", "HEIC cut in half", _upload(samples.truncated(good["heic"]),
+             "a.heic", "image/heic"), 415, "unsupported-image"),
+        Case("truncated-tiff", "TIFF cut in half", _upload(samples.truncated(good["tiff_lzw"]),
+             "a.tif", "image/tiff"), 415, "unsupported-image"),
+        Case("truncated-bmp", "BMP cut in half", _upload(samples.truncated(good["bmp_rgb"]),
+             "a.bmp", "image/bmp"), 415, "unsupported-image"),
         Case("header-only-jpeg", "JPEG: the first 20 bytes only", _upload(jpeg[:20]),
              415, "unsupported-image"),
         Case("text-as-jpeg", "plain text named photo.jpg, sent as image/jpeg",
@@ -133,6 +157,14 @@ def cases() -> list[Case]:
         Case("multipart-garbage", "multipart/form-data whose body is not multipart",
              _raw(b"garbage" * 100, f"multipart/form-data; boundary={boundary}"), 400,
              "missing-file"),
+        Case("many-parts", "1,500 small form parts besides the image (Werkzeug reads at most "
+             "1,000)", _many_parts(jpeg, 1500), 413, "upload-too-large"),
+        Case("huge-header", "a 9 kB header line (Gunicorn's limit: 8,190 bytes)",
+             _headers("/health", {"X-Filler": "y" * 9000}), 431, None),
+        Case("too-many-headers", "120 header fields (Gunicorn's limit: 100)",
+             _headers("/health", {f"X-Filler-{i}": "y" for i in range(120)}), 431, None),
+        Case("huge-url", "a 5 kB URL (Gunicorn's request-line limit: 4,094 bytes)",
+             _headers("/predict?q=" + "a" * 5000, {}), 414, None),
         Case("not-found", "GET /nope", _raw(b"", None, "/nope", "GET"), 404, "not-found"),
         Case("get-predict", "GET /predict", _raw(b"", None, "/predict", "GET"), 405,
              "method-not-allowed"),
@@ -144,7 +176,11 @@ def cases() -> list[Case]:
 def markdown_table() -> str:
     """The README's "Bad input" table."""
     rows = ["| Input | Status | Problem `type` |", "|---|---|---|"]
-    rows += [f"| {c.what} | {c.status} | `/problems/{c.problem}` |" for c in cases()]
+    rows += [
+        f"| {c.what} | {c.status} | "
+        + (f"`/problems/{c.problem}` |" if c.problem else "Gunicorn's own HTML page |")
+        for c in cases()
+    ]
     return "\n".join(rows)
 
 

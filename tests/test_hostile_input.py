@@ -57,14 +57,15 @@ def test_bad_request_gets_its_problem_and_changes_nothing(
     response = case.send(server.base_url)
 
     assert response.status_code == case.status, response.text
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["type"].endswith(f"/problems/{case.problem}")
-    assert problem["status"] == case.status
-    assert problem["title"]
-    assert problem["detail"].strip()
     assert "Traceback" not in response.text
-    assert response.headers.get("X-Request-Id")
+    if case.problem is not None:  # else Gunicorn refused it before the app saw it
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["type"].endswith(f"/problems/{case.problem}")
+        assert problem["status"] == case.status
+        assert problem["title"]
+        assert problem["detail"].strip()
+        assert response.headers.get("X-Request-Id")
 
     # Both workers (two tries each way is plenty to reach both) still answer as before.
     for _ in range(4):
