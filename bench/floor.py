@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import time
 from dataclasses import dataclass
 
@@ -71,6 +72,25 @@ def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int, float]:
     return done, latencies, _rss_bytes(os.getpid()), time.process_time() - cpu0
 
 
+def _paced(args: tuple[float, float, int]) -> list[float]:
+    """Classify photos arriving at `rate`/s (Poisson, as the HTTP open loop) for `seconds`;
+    latency in ms from each arrival, so a photo that waits behind another counts it."""
+    rate, seconds, seed = args
+    rng = random.Random(seed)
+    latencies, due, i = [], 0.0, 0
+    origin = time.perf_counter()
+    while True:
+        due += rng.expovariate(rate)
+        if due >= seconds:
+            return latencies
+        delay = origin + due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        _classify(_photos[i % len(_photos)])
+        latencies.append((time.perf_counter() - origin - due) * 1000)
+        i += 1
+
+
 @dataclass
 class FloorResult:
     """Completions, per-photo latencies and process RSS over all measured windows."""
@@ -111,6 +131,10 @@ class Floor:
             self.result.latencies_ms.extend(lat)
             self.result.rss_bytes.append(rss)
         return count / seconds
+
+    def paced_async(self, rate: float, seconds: float, seed: int):
+        """Start `_paced` in one pool process; `.get()` on the result gives its latencies."""
+        return self._pool.apply_async(_paced, ((rate, seconds, seed),))
 
     def close(self) -> None:
         self._pool.terminate()

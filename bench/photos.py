@@ -72,7 +72,7 @@ def load_photos(shared_data: Path, *, limit: int = 96, large_count: int = 3) -> 
     if files:
         step = max(1, len(files) // limit)
         chosen = files[::step][:limit]
-        small = tuple(_read_photo(path, shared_data) for path in chosen)
+        small = tuple(p for p in (_read_photo(path, shared_data) for path in chosen) if p)
         source = f"{shared_data} ({', '.join(_SHARED_FOLDERS)}), {len(small)} JPEGs"
     else:
         small = tuple(_generated(i, size) for i, size in enumerate(_GENERATED_SIZES))
@@ -92,10 +92,13 @@ def _shared_files(shared_data: Path) -> list[Path]:
     return sorted(files)
 
 
-def _read_photo(path: Path, root: Path) -> Photo:
+def _read_photo(path: Path, root: Path) -> Photo | None:
+    """The photo, or None when it is not really a JPEG (an AVIF named .jpg, say)."""
     data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as img:
-        size = img.size
+        size, fmt = img.size, img.format
+    if fmt != "JPEG":
+        return None
     return Photo(name=str(path.relative_to(root)), data=data, size=size)
 
 

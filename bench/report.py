@@ -118,6 +118,10 @@ def table(report: dict) -> str:
     for size in ("small", "large"):
         alt = report.get("alternative", {}).get("closed_loop", {}).get(size)
         load_row(f"FastAPI baseline, {size} photos", alt)
+    floor_open = floor.get("open_loop")
+    if floor_open:
+        rows.append((f"floor, open loop {floor_open['rate_rps']} photos/s", "-",
+                     _fmt(floor_open.get("p50_ms")), _fmt(floor_open.get("p99_ms"))))  # fmt: skip
     open_loop = service.get("open_loop")
     if open_loop:
         rows.append((f"service, open loop {open_loop['rate_rps']} req/s", "-",
