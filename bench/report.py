@@ -131,10 +131,13 @@ def table(report: dict) -> str:
 
     lines.append("")
     for variant, figs in report.get("model", {}).get("variants", {}).items():
-        lines.append(f"model alone, {variant:5} one core: {_fmt(figs['p50_ms'])} ms/image (p50)")
+        lines.append(
+            f"model alone, {variant:5} one core: {_fmt(figs['cpu_p50_ms'])} ms CPU/image, "
+            f"{_fmt(figs['p50_ms'])} ms wall (p50)"
+        )
     for photo, figs in report.get("decode", {}).items():
         lines.append(
-            f"decode {photo:6}: full {_fmt(figs['full_decode'])} ms, draft "
+            f"decode {photo:6} (ms CPU): full {_fmt(figs['full_decode'])} ms, draft "
             f"{_fmt(figs['draft_decode'])} ms; to model input: FastAPI way "
             f"{_fmt(figs['alternative_to_input'])} ms, service {_fmt(figs['service_to_input'])} ms"
         )
