@@ -39,7 +39,7 @@ def test_requests_sent_while_workers_warm_up_wait_for_them_instead_of_failing(
 ):
     # Many warm-up runs keep the workers loading for a while; a worker takes connections
     # only once its model is ready, so early requests queue and then get real answers.
-    with running_server(model_dir=model_dir, env={"WARMUP_RUNS": "400"}, wait_ready=False) as srv:
+    with running_server(model_dir=model_dir, env={"WARMUP_RUNS": "100"}, wait_ready=False) as srv:
         answers: list[int] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and srv.proc.poll() is None and len(answers) < 3:
