@@ -79,7 +79,7 @@ browser-deps: ## install Debian's chromium for the browser tests when it is miss
 FUZZ_EXAMPLES   ?= 20000
 SCHEMA_EXAMPLES ?= 400
 .PHONY: fuzz audit
-fuzz: install-dev ## fuzz the decoder ($(FUZZ_EXAMPLES) inputs per test) and the API (schemathesis)
+fuzz: install-dev ## fuzz the image decoder and, with schemathesis, the API, at length
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMA_EXAMPLES=$(SCHEMA_EXAMPLES) \
 	  $(BIN)/pytest -p no:cacheprovider -q tests/test_fuzz_imaging.py tests/test_schema.py
 
