@@ -41,9 +41,7 @@ class ImageTooLarge(ImageError):  # noqa: N818 - the agreed public name
     """More pixels than the configured limit (decompression-bomb guard)."""
 
 
-def decode_image(
-    data: bytes, *, max_pixels: int, min_side: int = MODEL_INPUT_SIZE
-) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int, min_side: int = MODEL_INPUT_SIZE) -> Image.Image:
     """Decode upload bytes into an upright 8-bit RGB image.
 
     JPEGs are decoded at a reduced scale (``Image.draft``) that still leaves the
