@@ -6,8 +6,8 @@ own CPU, which shares the cores with the server, stays a small part of each requ
 
 from __future__ import annotations
 
-import http.client
 import random
+import socket
 import threading
 import time
 import uuid
@@ -73,34 +73,59 @@ class LoadResult:
 
 
 class Client:
-    """POSTs uploads to one server; one keep-alive connection per thread where allowed."""
+    """POSTs uploads to one server over plain sockets, one connection per request.
+
+    Each request is encoded once and sent as is, with ``Connection: close`` (what
+    Gunicorn's sync workers do anyway), and the answer is read to the end: the least
+    client CPU per request, since the client shares the cores with the server.
+    """
 
     def __init__(self, host: str, port: int, path: str = "/predict", timeout: float = 30.0):
         self.host, self.port, self.path, self.timeout = host, port, path, timeout
-        self._local = threading.local()
+        self._encoded: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _request(self, upload: Upload) -> bytes:
+        key = id(upload)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            head = (
+                f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: {upload.content_type}\r\n"
+                f"Content-Length: {len(upload.body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            encoded = head + upload.body
+            with self._lock:
+                self._encoded[key] = encoded
+        return encoded
 
     def post(self, upload: Upload) -> tuple[int, str | None]:
         """Send one upload; returns (status, Server-Timing header). Status 0 = no answer."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
+        request = self._request(upload)
+        chunks = []
         try:
-            conn.request(
-                "POST",
-                self.path,
-                body=upload.body,
-                headers={"Content-Type": upload.content_type},
-            )
-            resp = conn.getresponse()
-            resp.read()
-            if resp.will_close:  # Gunicorn's sync workers close after every answer
-                conn.close()
-            return resp.status, resp.getheader("Server-Timing")
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
+            with socket.create_connection((self.host, self.port), self.timeout) as sock:
+                sock.sendall(request)
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError:
             return 0, None
+        return _parse_answer(b"".join(chunks))
+
+
+def _parse_answer(raw: bytes) -> tuple[int, str | None]:
+    """(status, Server-Timing) from a whole HTTP/1.1 answer; (0, None) if it is not one."""
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return 0, None
+    timing = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "server-timing":
+            timing = value.strip()
+    return int(parts[1]), timing
 
 
 def closed_loop(

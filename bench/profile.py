@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(client, uploads, 2 * args.workers)
         pid = srv.worker_pids()[0]
         cmd = [_py_spy(), "record", "--pid", str(pid), "--duration", str(int(args.seconds))]
-        cmd += ["--rate", "200", "--idle", "--native", "--format", "raw", "-o", str(collapsed)]
+        cmd += ["--rate", "200", "--native", "--format", "raw", "-o", str(collapsed)]
         recorder = threading.Thread(
             target=subprocess.run, args=(cmd,), kwargs={"capture_output": True}, daemon=True
         )
