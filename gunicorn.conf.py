@@ -79,12 +79,14 @@ control_socket_disable = True
 
 # --- server hooks -------------------------------------------------------------------------
 def on_starting(server):
-    """Verify and load the model once in the master before any worker exists.
+    """Verify the model once before any worker exists, and preload the app's modules.
 
-    A missing, truncated, altered or unloadable model stops the server here with one
-    log line and exit status 1, instead of workers crash-looping.
+    A missing, truncated, altered or unloadable model, or one whose outputs do not fit
+    its card, stops the server here with one log line and exit status 1, instead of
+    workers crash-looping. The check runs in a child process (modelcheck): the master
+    must never import onnxruntime, whose threads do not survive the fork to the workers.
     """
-    from penguin_api.classifier import Classifier, ModelError
+    from penguin_api.modelcheck import ModelCheck
 
     metrics_dir = _settings.prometheus_multiproc_dir
     if metrics_dir is not None:
@@ -94,25 +96,19 @@ def on_starting(server):
             stale.unlink()
     log = server.log
     log.info("metrics directory: %s", metrics_dir)
-    try:
-        classifier = Classifier.load(
-            _settings.model_dir,
-            threads=_settings.ort_intra_op_threads,
-            top_k=_settings.top_k,
-            warmup_runs=1,
-        )
-    except ModelError as exc:
-        log.critical("refusing to start: %s", exc)
-        _remove_metrics_dir()
-        sys.exit(1)
-    card = classifier.card
-    # Import the app's modules once here, so forked workers start with them loaded.
-    for module in ("penguin_api.api", "penguin_api.openapi", "penguin_api.web"):
+    check = ModelCheck(_settings.model_dir, threads=_settings.ort_intra_op_threads)
+    # Meanwhile import the app's modules once here, so forked workers start with them.
+    for module in ("penguin_api.api", "penguin_api.openapi", "penguin_api.web", "flask"):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    report = check.result()
+    if not report["ok"]:
+        log.critical("refusing to start: %s", report["error"])
+        _remove_metrics_dir()
+        sys.exit(1)
     log.info(
         "model verified: %s %s sha256 %s (%d labels) in %.3f s",
-        card.name, card.version, card.sha256, len(card.labels), classifier.load_seconds,
+        report["name"], report["version"], report["sha256"], report["labels"], report["seconds"],
     )  # fmt: skip
 
 

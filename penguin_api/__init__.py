@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from penguin_api.config import Settings
+
+if TYPE_CHECKING:  # Flask is imported by create_app; `import penguin_api` stays light
+    from flask import Flask
 
 _log = logging.getLogger("penguin_api")
 
@@ -23,6 +25,8 @@ def create_app(
     `on_model_error` runs if loading fails (the Gunicorn entry point exits the worker
     so that the server refuses to run with a bad model).
     """
+    from flask import Flask
+
     from penguin_api import api, errors, metrics, openapi, telemetry
     from penguin_api.loader import ModelSlot
 
