@@ -163,7 +163,7 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
         "processes": cfg.workers,
         "throughput_rps": round(fl.throughput, 2),
         "photos": fl.count,
-        "seconds": fl.seconds,
+        "seconds": round(fl.seconds, 1),
         "cpu_ms_per_photo": round(fl.cpu_seconds * 1000 / max(1, fl.count), 2),
         **rep.percentiles(fl.latencies_ms),
     }
