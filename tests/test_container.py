@@ -9,6 +9,7 @@ The first tests need no engine: they check the Dockerfile and the lock it instal
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 from packaging.requirements import Requirement
+from PIL import Image
 
 from tests.container_engine import (
     REPO_ROOT,
@@ -209,29 +211,76 @@ def _assert_prediction(resp: requests.Response) -> dict:
     return body
 
 
-@pytest.mark.container
-def test_container_runs_as_non_root_and_answers_ready_then_predict(
-    image: BuiltImage, model_dir: Path, penguin_photo: Path
-) -> None:
+@dataclass
+class Served:
+    """A container started for this module, and the first prediction it gave."""
+
+    container: Container
+    first: requests.Response
+
+
+@pytest.fixture(scope="module")
+def served(image: BuiltImage, model_dir: Path, penguin_photo: Path) -> Iterator[Served]:
+    """A fresh container, timed from `run` to ready and to its first prediction."""
     with running(image) as ctr:
         ready_s = ctr.wait_ready()
-        resp = _predict(ctr.base_url, penguin_photo)
+        first = _predict(ctr.base_url, penguin_photo)
         first_prediction_s = time.monotonic() - ctr.started_at
-        body = _assert_prediction(resp)
         _record(
             cold_start_run_to_ready_s=round(ready_s, 2),
             cold_start_run_to_first_prediction_s=round(first_prediction_s, 2),
-            first_prediction_server_timing=resp.headers.get("Server-Timing"),
+            first_prediction_server_timing=first.headers.get("Server-Timing"),
         )
+        yield Served(container=ctr, first=first)
 
-        # Every process in the container (Gunicorn master and workers) runs unprivileged.
-        uids = image.engine.run(
-            "exec", ctr.cid, "sh", "-c", "cat /proc/[0-9]*/status | grep '^Uid:'"
-        ).stdout.split("\n")
-        real_and_effective = {int(u) for line in uids if line for u in line.split()[1:3]}
-        assert real_and_effective, uids
-        assert 0 not in real_and_effective
-        assert body["model"]["name"]
+
+@pytest.mark.container
+def test_container_runs_as_non_root_and_answers_ready_then_predict(served: Served) -> None:
+    body = _assert_prediction(served.first)
+    assert body["model"]["name"]
+    # Every process in the container (Gunicorn master and workers) runs unprivileged.
+    ctr = served.container
+    uids = ctr.engine.run(
+        "exec", ctr.cid, "sh", "-c", "cat /proc/[0-9]*/status | grep '^Uid:'"
+    ).stdout.split("\n")
+    real_and_effective = {int(u) for line in uids if line for u in line.split()[1:3]}
+    assert real_and_effective, uids
+    assert 0 not in real_and_effective
+
+
+#: Every format the service accepts, as Pillow (and pillow-heif) names it.
+_FORMATS = {
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "HEIF": "heic",
+}
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("fmt", sorted(_FORMATS))
+def test_container_decodes_every_accepted_format(
+    served: Served, penguin_photo: Path, fmt: str
+) -> None:
+    # The image leaves out libraries serving does not need; every accepted format must
+    # still decode in it. The photo is re-encoded in memory, never written anywhere.
+    if fmt == "HEIF":
+        pillow_heif = pytest.importorskip("pillow_heif")
+        pillow_heif.register_heif_opener()
+    with Image.open(penguin_photo) as img:
+        img = img.convert("RGB")
+        img.thumbnail((640, 640))
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+    name = f"photo.{_FORMATS[fmt]}"
+    resp = requests.post(
+        served.container.base_url + "/predict",
+        files={"file": (name, buf.getvalue(), f"image/{_FORMATS[fmt]}")},
+        timeout=60,
+    )
+    _assert_prediction(resp)
 
 
 @pytest.mark.container
