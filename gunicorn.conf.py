@@ -6,6 +6,7 @@ why each has the value it has, and holds the server hooks.
 """
 
 import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -35,6 +36,9 @@ if _settings.prometheus_multiproc_dir is None:
     )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _settings = Settings.from_env()
+
+# One lock file per server, so its workers load their models one at a time (post_fork).
+_LOAD_LOCK = str(_settings.prometheus_multiproc_dir / "model-load.lock")
 
 # --- logging ------------------------------------------------------------------------------
 # One JSON object per line on stdout (Cloud Logging's format), for our logs and Gunicorn's.
@@ -112,6 +116,19 @@ def on_starting(server):
     )  # fmt: skip
 
 
+def post_fork(server, worker):
+    """Workers load their models one at a time: take the load lock before the app loads.
+
+    Loading is CPU-bound; two workers loading side by side on a small instance both
+    become ready late, while one after the other the first is ready (and answers the
+    first request) in the time a single load takes. The lock is released in
+    post_worker_init, or by the kernel if the worker dies.
+    """
+    lock = os.open(_LOAD_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    worker.model_load_lock = lock
+
+
 def post_worker_init(worker):
     """Start accepting requests only once this worker's own model is loaded and warm.
 
@@ -124,6 +141,10 @@ def post_worker_init(worker):
     service = worker.wsgi.extensions.get("penguin")
     if service is not None:
         service.slot.wait(max(1, _settings.timeout - 5))
+    lock = getattr(worker, "model_load_lock", None)
+    if lock is not None:
+        os.close(lock)  # the next worker may load now
+        worker.model_load_lock = None
 
 
 def child_exit(server, worker):

@@ -65,7 +65,7 @@ class ModelSlot:
                 classifier.card.name,
                 classifier.card.version,
                 classifier.load_seconds,
-                extra={"sha256": classifier.card.sha256},
+                extra={"sha256": classifier.card.sha256, "load_seconds": classifier.load_seconds},
             )
             if self._on_loaded:
                 self._on_loaded(classifier)

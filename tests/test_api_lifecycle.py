@@ -153,6 +153,22 @@ def test_killed_worker_is_replaced_and_the_service_keeps_answering(fresh_server,
     assert srv.proc.poll() is None
 
 
+def test_workers_load_their_models_one_at_a_time(fresh_server):
+    import datetime as dt
+
+    def ready_lines():
+        return [r for r in fresh_server.log_records() if r["message"].startswith("model ready")]
+
+    fresh_server.wait_for(lambda: len(ready_lines()) == 2, 60, "both workers loaded")
+    loads = []
+    for record in ready_lines():
+        end = dt.datetime.fromisoformat(record["time"]).timestamp()
+        loads.append((end - record["load_seconds"], end))
+    assert len(loads) == 2
+    (_, first_end), (second_start, _) = sorted(loads)
+    assert second_start >= first_end  # the second load began after the first ended
+
+
 def test_cold_start_header_marks_each_workers_first_real_request_only(fresh_server, small_jpeg):
     first_by_instance: dict[str, bool] = {}
     for _ in range(6):  # probes never carry the flag nor use it up
