@@ -192,7 +192,9 @@ def running(image: BuiltImage) -> Iterator[Container]:
     try:
         yield Container(engine=engine, cid=cid, port=port, started_at=started)
     finally:
-        engine.run("rm", "-f", "-t", "0", cid, check=False, timeout=60)
+        # kill + rm -f means the same to docker and podman: no stop timeout to sit out.
+        engine.run("kill", cid, check=False, timeout=60)
+        engine.run("rm", "-f", cid, check=False, timeout=60)
 
 
 def _predict(base_url: str, photo: Path) -> requests.Response:
