@@ -130,6 +130,19 @@ def table(report: dict) -> str:
     lines += [f"{a:44} {b:>9} {c:>9} {d:>9}" for a, b, c, d in rows]
 
     lines.append("")
+    small = service.get("closed_loop", {}).get("small", {})
+    if "server_cpu_ms_per_request" in small:
+        lines.append(
+            f"CPU per photo: floor {_fmt(floor.get('cpu_ms_per_photo'))} ms; service "
+            f"{_fmt(small['server_cpu_ms_per_request'])} ms in its processes + "
+            f"{_fmt(small['client_cpu_ms_per_request'])} ms in the load client "
+            f"(floor/service = {_fmt(service.get('cpu_efficiency_vs_floor'))})"
+        )
+    if open_loop and "worker_cpu_wait_ms_per_request" in open_loop:
+        lines.append(
+            f"open loop, per request: workers ran {open_loop['worker_cpu_ms_per_request']} ms "
+            f"and waited {open_loop['worker_cpu_wait_ms_per_request']} ms for a busy core"
+        )
     for variant, figs in report.get("model", {}).get("variants", {}).items():
         lines.append(
             f"model alone, {variant:5} one core: {_fmt(figs['cpu_p50_ms'])} ms CPU/image, "
