@@ -48,7 +48,7 @@ def create_app(
     )
     app.extensions["penguin"] = api.Service(settings=settings, slot=slot)
 
-    telemetry.init_app(app, settings.google_cloud_project)
+    telemetry.init_app(app)
     errors.init_app(app, settings.max_upload_bytes)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)

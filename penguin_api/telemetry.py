@@ -208,7 +208,7 @@ def gunicorn_logger_class(project: str | None) -> type:
 
 
 # --- per-request hooks -------------------------------------------------------------------
-def init_app(app: Any, project: str | None) -> None:
+def init_app(app: Any) -> None:
     """Give every response (errors included) its request id, timings and instance headers."""
     from flask import g, request
 
