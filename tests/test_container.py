@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -38,7 +39,8 @@ from tests.container_engine import (
 )
 from tests.server import DEFAULT_MODEL_DIR, free_port, model_available
 
-IMAGE_TAG = "localhost/penguin-api:pytest"
+#: One tag per test session, so two sessions on one machine never remove each other's image.
+IMAGE_TAG = f"localhost/penguin-api:pytest-{os.getpid()}"
 REPORT = REPO_ROOT / "reports" / "container.json"
 #: Cloud Run's default instance shape for this service (Makefile CPU/MEMORY).
 LIMITS = ("--memory", "1g", "--cpus", "1")
@@ -115,7 +117,7 @@ def engine() -> Engine:
 
 
 @pytest.fixture(scope="session")
-def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     """The image built once from a snapshot of the working tree."""
     # The model the other tests use (PENGUIN_TEST_MODEL_DIR can name a candidate) goes in.
     model = DEFAULT_MODEL_DIR if model_available(DEFAULT_MODEL_DIR) else None
@@ -133,7 +135,9 @@ def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> BuiltImag
         base_image_mb=round(base_size / 1e6, 1),
         added_by_dockerfile_mb=round((size - base_size) / 1e6, 1),
     )
-    return BuiltImage(engine=engine, build=build, context=context)
+    yield BuiltImage(engine=engine, build=build, context=context)
+    # The dependency layer stays cached in the builder stage's image for the next session.
+    engine.run("rmi", "-f", IMAGE_TAG, check=False, timeout=120)
 
 
 def _dependency_step_cached(build: Build) -> bool:
