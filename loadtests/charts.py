@@ -94,7 +94,7 @@ def throughput_and_instances(rows: Sequence[dict], summary: dict, path: Path) ->
         color=_FAIL,
         label="failed req/s",
     )
-    top.set_ylabel("requests / s")
+    top.set_ylabel("answers / s")
     top.set_title(f"Throughput: {summary['rps']:.2f} req/s mean, {summary['rps_peak']:.2f} peak")
     users = [(r["t"] - rows[0]["t"], r["users"]) for r in rows if r.get("users") is not None]
     if users:

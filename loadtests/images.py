@@ -80,7 +80,13 @@ def generated_photos(sizes: tuple[tuple[int, int], ...] = GENERATED_SIZES) -> li
 class PhotoPool:
     """Photos to upload, drawn at random; files are read when picked, so big folders are fine."""
 
-    def __init__(self, paths: list[Path] | None = None, photos: list[Photo] | None = None):
+    def __init__(
+        self,
+        paths: list[Path] | None = None,
+        photos: list[Photo] | None = None,
+        root: Path | str | None = None,
+    ):
+        self.root = root
         self._paths = list(paths or [])
         self._photos = list(photos or [])
         if not self._paths and not self._photos:
@@ -94,7 +100,7 @@ class PhotoPool:
         paths = find_images(folder)
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(EXTENSIONS))}) under {folder}")
-        return cls(paths=paths)
+        return cls(paths=paths, root=folder)
 
     def __len__(self) -> int:
         return len(self._paths) + len(self._photos)
@@ -102,7 +108,7 @@ class PhotoPool:
     def describe(self) -> str:
         """One line for the log: where the photos come from and how many there are."""
         if self._paths:
-            return f"{len(self._paths)} photos from {self._paths[0].parent}"
+            return f"{len(self._paths)} photos found under {self.root or self._paths[0].parent}"
         mp = [len(p.data) for p in self._photos]
         return f"{len(self._photos)} generated JPEGs ({min(mp)}-{max(mp)} bytes)"
 

@@ -81,7 +81,7 @@ def _on_request(
     recorder: Recorder | None = _state["recorder"]
     if recorder is None:
         return
-    runner = _state.get("runner")
+    context = context or {}
     recorder.write(
         make_row(
             start_time=start_time,
@@ -89,8 +89,8 @@ def _on_request(
             response_length=response_length,
             response=response,
             exception=exception,
-            users=runner.user_count if runner is not None else None,
-            upload_bytes=(context or {}).get("upload_bytes"),
+            users=context.get("users"),
+            upload_bytes=context.get("upload_bytes"),
         )
     )
 
@@ -107,27 +107,29 @@ class PhotoUploader(HttpUser):
     """Someone with a folder of photos: uploads one, reads the species, picks the next."""
 
     def on_start(self) -> None:
-        _state["runner"] = self.environment.runner
         self._rng = random.Random()
         self._rate = self.environment.parsed_options.user_rps
         # Users who arrive together do not all click in the same millisecond.
         gevent.sleep(self._rng.uniform(0, 1 / self._rate))
-        self._next = time.monotonic()
+        self._started = time.monotonic()
 
     def wait_time(self) -> float:
-        # Paced, with jitter: people do not click in lockstep, and the mean rate per user
-        # stays user_rps as long as an answer takes less than the pause.
-        self._next += self._rng.uniform(0.5, 1.5) / self._rate
-        return max(0.0, self._next - time.monotonic())
+        # One upload every 1/user_rps s on average, jittered so users do not click in
+        # lockstep. The answer's wait counts towards the pause, but a user kept waiting
+        # does not make up for it afterwards with a burst of uploads.
+        pause = self._rng.uniform(0.5, 1.5) / self._rate
+        return max(0.0, pause - (time.monotonic() - self._started))
 
     @task
     def classify_photo(self) -> None:
+        self._started = time.monotonic()
         photo = _state["pool"].pick(self._rng)
         with self.client.post(
             "/predict",
             files={"file": (photo.name, photo.data, photo.content_type)},
             name="/predict",
-            context={"upload_bytes": len(photo.data)},
+            # users: how many were running when this request left (not when it came back)
+            context={"upload_bytes": len(photo.data), "users": self.environment.runner.user_count},
             catch_response=True,
         ) as resp:
             if resp.status_code == 200 and not _has_species(resp):
@@ -167,5 +169,6 @@ class NamedShape(LoadTestShape):
         users = self._shape.users_at(self.get_run_time())
         if users is None:
             return None
-        # Reach each new level within about a second: a spike is a spike, not a ramp.
-        return users, max(1.0, float(users))
+        # Reach each new level within about a second, up or down: a spike is a spike, not a
+        # ramp, and Locust stops users batch by batch, each batch awaiting in-flight requests.
+        return users, max(1.0, float(users), float(self.get_current_user_count()))

@@ -75,6 +75,8 @@ def bucket_width(duration_s: float) -> int:
 def time_buckets(rows: Sequence[dict], width: int) -> list[dict]:
     """Per bucket of `width` s from the first request: requests, failures, rps, instances.
 
+    A request counts in the bucket where its answer came back (as Locust's own req/s does),
+    so at saturation the rate shows what the service serves, not what clients ask for.
     `instances` counts the distinct X-Instance-Id values that answered in that bucket. Rates
     are over the full width, so a last bucket the run only partly covered reads low, not high.
     """
@@ -88,7 +90,7 @@ def time_buckets(rows: Sequence[dict], width: int) -> list[dict]:
         for i in range(n)
     ]
     for row in rows:
-        b = buckets[min(n - 1, int((row["t"] - t0) // width))]
+        b = buckets[min(n - 1, int((_end_time([row]) - t0) // width))]
         b["requests"] += 1
         b["failures"] += 0 if row["ok"] else 1
         b["cold_starts"] += 1 if row.get("cold") else 0

@@ -142,3 +142,9 @@ def test_cli_writes_summary_json_and_three_png_charts(tmp_path: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         assert len(data) > 10_000, name  # a drawn chart, not an empty canvas
     assert sorted(summary["charts"]) == ["cold_vs_warm.png", "latency.png", "throughput.png"]
+
+
+def test_a_slow_request_counts_in_the_second_its_answer_came_back() -> None:
+    rows = [row(0.0, 50.0), row(0.2, 3500.0), row(1.0, 50.0), row(4.0, 50.0)]
+    buckets = {b["t"]: b["requests"] for b in report.summarize(rows)["over_time"]}
+    assert buckets == {0: 1, 1: 1, 2: 0, 3: 1, 4: 1}
