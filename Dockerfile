@@ -3,7 +3,7 @@
 # Two stages: `builder` installs the locked dependencies into a venv; the final stage
 # copies that venv next to the code and model, so it carries no pip cache and no build
 # tools. Layers go from least to most often changed (dependencies, model, config, code),
-# so editing a .py file rebuilds only the last two layers.
+# so editing code under penguin_api/ rebuilds only the last two layers.
 #
 #   docker build -t penguin-api .                # or: make docker-build
 #   docker run -p 8080:8080 penguin-api          # or: make docker-run
