@@ -7,6 +7,7 @@ exercise the same process tree a user gets from `penguin-api serve`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -22,20 +23,18 @@ from pathlib import Path
 
 import requests
 
+from penguin_api.config import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shipped model; PENGUIN_TEST_MODEL_DIR points the tests at another one (e.g. a candidate).
 DEFAULT_MODEL_DIR = Path(os.environ.get("PENGUIN_TEST_MODEL_DIR", REPO_ROOT / "model"))
 MODEL_FILE = "penguin-classifier.onnx"
 CARD_FILE = "model-card.json"
 
-# Settings a developer's shell may carry that would change what the test server does.
-_SCRUBBED_ENV = (
-    "PORT",
-    "HOST",
-    "MODEL_DIR",
-    "WEB_CONCURRENCY",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "GUNICORN_CMD_ARGS",
+# Settings a developer's shell may carry that would change what the test server does:
+# every variable penguin_api.config.Settings reads, and Gunicorn's own.
+_SCRUBBED_ENV = frozenset(
+    {f.name.upper() for f in dataclasses.fields(Settings)} | {"GUNICORN_CMD_ARGS"}
 )
 
 
