@@ -69,21 +69,26 @@ def _run_for(args: tuple[int, float]) -> tuple[int, list[float], int, float, flo
     return done, latencies, _rss_bytes(os.getpid()), time.process_time() - cpu0, time.monotonic()
 
 
-def _paced(args: tuple[float, float, int]) -> list[float]:
-    """Classify photos arriving at `rate`/s (Poisson, as the HTTP open loop) for `seconds`;
-    latency in ms from each arrival, so a photo that waits behind another counts it."""
+def _paced(args: tuple[float, float, int]) -> tuple[list[float], list[float]]:
+    """Classify photos arriving at `rate`/s (Poisson, as the HTTP open loop) for `seconds`.
+
+    Returns (latency ms from each arrival, so a photo that waits behind another counts it;
+    CPU ms each photo took: the work's own spread, whatever the machine is doing).
+    """
     rate, seconds, seed = args
     rng = random.Random(seed)
-    latencies, due, i = [], 0.0, 0
+    latencies, cpu, due, i = [], [], 0.0, 0
     origin = time.perf_counter()
     while True:
         due += rng.expovariate(rate)
         if due >= seconds:
-            return latencies
+            return latencies, cpu
         delay = origin + due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        c0 = time.thread_time()
         _classify(_photos[i % len(_photos)])
+        cpu.append((time.thread_time() - c0) * 1000)
         latencies.append((time.perf_counter() - origin - due) * 1000)
         i += 1
 

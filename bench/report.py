@@ -138,6 +138,11 @@ def table(report: dict) -> str:
             f"{_fmt(small['client_cpu_ms_per_request'])} ms in the load client "
             f"(floor/service = {_fmt(service.get('cpu_efficiency_vs_floor'))})"
         )
+    if floor_open and "cpu_p50_ms" in floor_open:
+        lines.append(
+            f"open loop, the photos' own CPU cost in-process: p50 {floor_open['cpu_p50_ms']} ms, "
+            f"p99 {floor_open['cpu_p99_ms']} ms (p99/p50 {_fmt(floor_open['cpu_p99_over_p50'])})"
+        )
     if open_loop and "worker_cpu_wait_ms_per_request" in open_loop:
         lines.append(
             f"open loop, per request: workers ran {open_loop['worker_cpu_ms_per_request']} ms "

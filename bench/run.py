@@ -167,13 +167,18 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
         "cpu_ms_per_photo": round(fl.cpu_seconds * 1000 / max(1, fl.count), 2),
         **rep.percentiles(fl.latencies_ms),
     }
-    paced = rep.percentiles(paced_ms)
+    paced_ms, paced_cpu_ms = paced_ms
+    paced, cpu = rep.percentiles(paced_ms), rep.percentiles(paced_cpu_ms)
     floor_figs["open_loop"] = {
         "rate_rps": OPEN_LOOP_RATE,
         "photos": len(paced_ms),
         "p50_ms": paced["p50_ms"],
         "p99_ms": paced["p99_ms"],
         "p99_over_p50": rep.ratio(paced["p99_ms"], paced["p50_ms"]),
+        # The same photos' CPU cost: how far p99 would sit from p50 on idle cores.
+        "cpu_p50_ms": cpu["p50_ms"],
+        "cpu_p99_ms": cpu["p99_ms"],
+        "cpu_p99_over_p50": rep.ratio(cpu["p99_ms"], cpu["p50_ms"]),
     }
     ours_small = rep.load_figures(loads["ours_small"])
     open_figs = rep.load_figures(open_result)
