@@ -133,11 +133,16 @@ def _status(url: str) -> int | None:
         return None
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without any service setting (every test starts from defaults)."""
+    return {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+
+
 def server_env(
     port: int, workers: int, model_dir: Path, env: Mapping[str, str] | None
 ) -> dict[str, str]:
     """The environment the server runs with: the caller's, minus stray settings, plus ours."""
-    full = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    full = clean_env()
     full.update(
         PORT=str(port),
         HOST="127.0.0.1",

@@ -12,14 +12,14 @@ import time
 
 import requests
 
-from tests.server import REPO_ROOT, free_port, running_server
+from tests.server import REPO_ROOT, clean_env, free_port, running_server
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "penguin_api.cli", *args],
         cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
+        env={**clean_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -66,7 +66,7 @@ def test_serve_runs_gunicorn_with_the_project_config(model_dir):
         [sys.executable, "-m", "penguin_api.cli", "serve", "--port", str(port),
          "--host", "127.0.0.1", "--workers", "1", "--model-dir", str(model_dir)],
         cwd="/",  # the config is found next to the package, not in the working directory
-        env={k: v for k, v in os.environ.items() if k not in ("PORT", "MODEL_DIR")},
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
