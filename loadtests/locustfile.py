@@ -166,6 +166,8 @@ class NamedShape(LoadTestShape):
                 burst=opts.burst,
             )
             log.info("shape %s: %s", opts.shape, self._shape)
+            if isinstance(self._shape, shapes.IdleGaps) and self._shape.bursts < 2:
+                log.warning("idle-gaps: --run-time allows one burst only; no traffic after idle")
         users = self._shape.users_at(self.get_run_time())
         if users is None:
             return None

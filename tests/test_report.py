@@ -148,3 +148,21 @@ def test_a_slow_request_counts_in_the_second_its_answer_came_back() -> None:
     rows = [row(0.0, 50.0), row(0.2, 3500.0), row(1.0, 50.0), row(4.0, 50.0)]
     buckets = {b["t"]: b["requests"] for b in report.summarize(rows)["over_time"]}
     assert buckets == {0: 1, 1: 1, 2: 0, 3: 1, 4: 1}
+
+
+def test_a_run_where_every_request_failed_still_gets_its_report(tmp_path: Path) -> None:
+    rows = [row(i * 0.5, 2.0, status=0, instance=None) for i in range(6)]
+    rows_path = tmp_path / "requests.jsonl"
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = report.write_report(rows_path, tmp_path)
+    assert summary["failures"] == 6 and summary["failure_rate"] == 1.0
+    assert summary["latency_ms"]["all"] == {
+        "count": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "mean": None,
+        "max": None,
+    }
+    assert summary["instances"]["distinct"] == 0
+    assert len(summary["charts"]) == 3 and all((tmp_path / c).is_file() for c in summary["charts"])
