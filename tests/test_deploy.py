@@ -1,110 +1,41 @@
 """The Makefile's Cloud Run targets issue exactly the right gcloud calls.
 
-The real CLI cannot reach Google from a test, so tests/fakes/gcloud stands in for it on
-PATH: it records every call and answers `describe` from a small script. Each test runs
-the real `make` target and compares the recorded calls with what a Cloud Run user needs.
+Each test runs the real `make` target with a recording fake gcloud on PATH
+(tests/fake_gcloud.py) and compares the recorded calls with what a Cloud Run user needs.
+Blue-green (deploy-candidate, promote, rollback) is in test_deploy_bluegreen.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import functools
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FAKES = REPO_ROOT / "tests" / "fakes"
-
-PROJECT = "demo-project"
-REGION = "europe-west1"
-TAG = "abc123def456"
-IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/penguin-api/penguin-api:{TAG}"
-WHERE = [f"--project={PROJECT}", f"--region={REGION}"]
-DEFAULT_DEPLOY_FLAGS = [
-    f"--image={IMAGE}",
-    "--cpu=1",
-    "--memory=1Gi",
-    "--concurrency=1",
-    "--min-instances=0",
-    "--max-instances=10",
-    "--cpu-boost",
-    "--execution-environment=gen2",
-    "--timeout=30",
-    "--port=8080",
-    "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1,TIMEOUT=30",
-    "--allow-unauthenticated",
-]
-BUILD = ["builds", "submit", f"--project={PROJECT}", f"--tag={IMAGE}", "."]
+from tests.fake_gcloud import (
+    BUILD,
+    DEFAULT_DEPLOY_FLAGS,
+    FAKES,
+    IMAGE,
+    PROJECT,
+    REGION,
+    REPO_ROOT,
+    TAG,
+    WHERE,
+    flags_of,
+    run_make,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
-@dataclass
-class MakeRun:
-    """What one `make` invocation did: exit code, output, and the gcloud calls it made."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    calls: list[list[str]]
-
-
 @pytest.fixture
 def make(tmp_path: Path):
-    """Run a Makefile target with the recording gcloud first on PATH."""
-
-    def run(
-        *args: str,
-        script: list[dict] | None = None,
-        extra_path: Path | None = None,
-        **variables: str,
-    ) -> MakeRun:
-        log = tmp_path / "gcloud-calls.jsonl"
-        log.unlink(missing_ok=True)
-        # This interpreter's folder too: the fake's `python3` then starts without shims.
-        interpreter = Path(sys.executable).parent
-        path = [str(p) for p in (extra_path, FAKES, interpreter) if p is not None]
-        env = {
-            # A clean environment: a developer's exported CPU or REGION must not leak in.
-            "PATH": os.pathsep.join([*path, os.environ["PATH"]]),
-            "HOME": str(tmp_path),
-            "FAKE_GCLOUD_LOG": str(log),
-        }
-        if script is not None:
-            script_path = tmp_path / "gcloud-script.json"
-            script_path.write_text(json.dumps(script))
-            env["FAKE_GCLOUD_SCRIPT"] = str(script_path)
-        cmd = ["make", "--no-print-directory", *args]
-        cmd += [f"{name}={value}" for name, value in variables.items()]
-        proc = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
-        )
-        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        return MakeRun(proc.returncode, proc.stdout, proc.stderr, calls)
-
-    return run
-
-
-def traffic(*rows: tuple[str, int | str, str]) -> list[dict]:
-    """A script answering `run services describe` with these (revision, percent, tag) rows."""
-    text = "".join(f"{rev}\t{pct}\t{tag}\n" for rev, pct, tag in rows)
-    return [{"match": ["run", "services", "describe"], "stdout": text}]
-
-
-def flags_of(call: list[str]) -> dict[str, str]:
-    """--name=value and bare --name flags of one call, as a dict."""
-    out = {}
-    for arg in call:
-        if arg.startswith("--"):
-            name, _, value = arg[2:].partition("=")
-            out[name] = value
-    return out
+    """`make(target, NAME=value, ...)` with the recording gcloud; returns a MakeRun."""
+    return functools.partial(run_make, tmp_path)
 
 
 # --- deploy -----------------------------------------------------------------------------
@@ -222,106 +153,6 @@ def test_registry_creates_the_docker_repository_in_the_region(make) -> None:
             f"--project={PROJECT}",
             f"--location={REGION}",
             "--repository-format=docker",
-        ]
-    ]
-
-
-# --- blue-green ---------------------------------------------------------------------------
-
-
-def test_deploy_candidate_creates_a_tagged_revision_that_gets_no_traffic(make) -> None:
-    run = make("deploy-candidate", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
-    assert run.returncode == 0, run.stderr
-    assert run.calls == [
-        BUILD,
-        [
-            "run",
-            "deploy",
-            "penguin-api",
-            *WHERE,
-            *DEFAULT_DEPLOY_FLAGS,
-            "--no-traffic",
-            "--tag=candidate",
-        ],
-    ]
-
-
-def test_promote_tags_the_serving_revision_previous_then_moves_all_traffic(make) -> None:
-    script = traffic(
-        ("penguin-api-00007-abc", 100, ""),
-        ("penguin-api-00006-xyz", "", "previous"),
-        ("penguin-api-00008-new", "", "candidate"),
-    )
-    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
-    assert run.returncode == 0, run.stderr
-    describe, *changes = run.calls
-    assert describe[:4] == ["run", "services", "describe", "penguin-api"]
-    update = ["run", "services", "update-traffic", "penguin-api", *WHERE]
-    assert changes == [
-        [*update, "--update-tags=previous=penguin-api-00007-abc"],
-        [*update, "--to-tags=candidate=100"],
-    ]
-
-
-def test_promote_in_steps_raises_the_candidate_share_in_order(make) -> None:
-    script = traffic(("penguin-api-00007-abc", 100, ""), ("penguin-api-00008-new", "", "candidate"))
-    run = make(
-        "promote",
-        script=script,
-        PROJECT_ID=PROJECT,
-        REGION=REGION,
-        STEPS="10 50 100",
-        STEP_WAIT="0",
-    )
-    assert run.returncode == 0, run.stderr
-    moves = [c[-1] for c in run.calls if c[:3] == ["run", "services", "update-traffic"]]
-    assert moves == [
-        "--update-tags=previous=penguin-api-00007-abc",
-        "--to-tags=candidate=10",
-        "--to-tags=candidate=50",
-        "--to-tags=candidate=100",
-    ]
-
-
-def test_resumed_promote_keeps_the_old_revision_as_previous(make) -> None:
-    # Half-way through a stepped promotion the candidate already serves more than the old one.
-    script = traffic(
-        ("penguin-api-00007-abc", 30, ""),
-        ("penguin-api-00008-new", 70, ""),
-        ("penguin-api-00008-new", "", "candidate"),
-    )
-    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
-    assert run.returncode == 0, run.stderr
-    assert run.calls[1][-1] == "--update-tags=previous=penguin-api-00007-abc"
-
-
-def test_promote_without_a_candidate_changes_no_traffic(make) -> None:
-    script = traffic(("penguin-api-00007-abc", 100, ""))
-    run = make("promote", script=script, PROJECT_ID=PROJECT, REGION=REGION)
-    assert run.returncode != 0
-    assert "make deploy-candidate first" in run.stderr
-    assert [c[:3] for c in run.calls] == [["run", "services", "describe"]]
-
-
-def test_rollback_sends_all_traffic_to_the_revision_promote_replaced(make) -> None:
-    run = make("rollback", PROJECT_ID=PROJECT, REGION=REGION)
-    assert run.returncode == 0, run.stderr
-    assert run.calls == [
-        ["run", "services", "update-traffic", "penguin-api", *WHERE, "--to-tags=previous=100"]
-    ]
-
-
-def test_rollback_to_a_named_revision(make) -> None:
-    run = make("rollback", PROJECT_ID=PROJECT, REGION=REGION, REVISION="penguin-api-00003-old")
-    assert run.returncode == 0, run.stderr
-    assert run.calls == [
-        [
-            "run",
-            "services",
-            "update-traffic",
-            "penguin-api",
-            *WHERE,
-            "--to-revisions=penguin-api-00003-old=100",
         ]
     ]
 
