@@ -146,8 +146,11 @@ def cold_vs_warm(rows: Sequence[dict], path: Path) -> Path:
     left.set_ylabel("fraction of requests at or below")
     left.set_title("Latency distribution, cold vs warm")
     left.grid(alpha=0.3, which="both")
-    left.legend(fontsize=8)
     present = [n for n, v in groups.items() if v]
+    if present:
+        left.legend(fontsize=8)
+    else:
+        left.text(0.5, 0.5, "no successful requests", ha="center", transform=left.transAxes)
     if present:
         box = right.boxplot(
             [groups[n] for n in present],
