@@ -30,7 +30,8 @@ _HEADERS = {
         "schema": {"type": "string"},
     },
     "X-Cold-Start": {
-        "description": "`1` on the first response a worker process sends.",
+        "description": "`1` on the first request a worker process serves, not counting "
+        "/health, /ready and /metrics (probes and scrapes do not use it up).",
         "schema": {"type": "string", "enum": ["1"]},
     },
 }
