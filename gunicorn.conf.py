@@ -100,6 +100,8 @@ def on_starting(server):
             stale.unlink()
     log = server.log
     log.info("metrics directory: %s", metrics_dir)
+    # numpy first: the check and the workers both need it, and a fork inherits it.
+    importlib.import_module("penguin_api.classifier")
     check = ModelCheck(_settings.model_dir, threads=_settings.ort_intra_op_threads)
     # Meanwhile import the app's modules once here, so forked workers start with them.
     for module in ("penguin_api.api", "penguin_api.openapi", "penguin_api.web", "flask"):

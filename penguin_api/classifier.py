@@ -137,12 +137,22 @@ class Classifier:
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, threads: int = 1, top_k: int = 3, warmup_runs: int = 1
+        cls,
+        model_dir: Path,
+        *,
+        threads: int = 1,
+        top_k: int = 3,
+        warmup_runs: int = 1,
+        optimize: bool = True,
     ) -> Classifier:
-        """Verify, load and warm up the model in `model_dir`; ModelError if anything is off."""
+        """Verify, load and warm up the model in `model_dir`; ModelError if anything is off.
+
+        `optimize=False` skips ONNX Runtime's graph optimisations: quicker to load, slower
+        to run; for a check that the model loads and fits its card, not for serving.
+        """
         started = time.perf_counter()
         card, data = read_verified_model(model_dir)
-        session = _session(data, threads, model_dir / card.file)
+        session = _session(data, threads, model_dir / card.file, optimize)
         _check_signature(session, card)
         classifier = cls(card, session, top_k)
         # The first runs allocate buffers and pick kernels; doing them now keeps that
@@ -205,7 +215,7 @@ class Classifier:
             raise ModelError("model produces non-finite outputs on a blank image")
 
 
-def _session(data: bytes, threads: int, path: Path) -> Any:
+def _session(data: bytes, threads: int, path: Path, optimize: bool = True) -> Any:
     """An ONNX Runtime CPU session over the model bytes."""
     import onnxruntime as ort  # heavy; imported only where a model is actually loaded
 
@@ -213,7 +223,8 @@ def _session(data: bytes, threads: int, path: Path) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    levels = ort.GraphOptimizationLevel
+    options.graph_optimization_level = levels.ORT_ENABLE_ALL if optimize else levels.ORT_DISABLE_ALL
     # Spinning threads burn a CPU between requests that other workers could use.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3

@@ -48,7 +48,8 @@ def _check(model_dir: Path, threads: int) -> dict:
     from penguin_api.classifier import Classifier, ModelError
 
     try:
-        classifier = Classifier.load(model_dir, threads=threads, warmup_runs=1)
+        # Unoptimised: this session only proves the model loads and fits its card.
+        classifier = Classifier.load(model_dir, threads=threads, warmup_runs=1, optimize=False)
     except ModelError as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # reported to the parent, which refuses to start
