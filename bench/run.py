@@ -34,10 +34,10 @@ from tests.server import REPO_ROOT, running_server
 
 from . import report as rep
 from .decode import measure_decode
-from .floor import MAX_PIXELS, Floor, model_latency
+from .floor import MAX_PIXELS, Floor, FloorResult, model_latency
 from .loadgen import Client, LoadResult, closed_loop, multipart, open_loop, warm_up
 from .models import find_variants, with_rebuilt_fp32
-from .photos import load_photos
+from .photos import PhotoSet, load_photos
 from .servers import memory, running_alternative, sched_ns
 
 ROUNDS = 3
@@ -112,7 +112,7 @@ def measure_models(cfg: BenchSettings, inputs: np.ndarray, scratch: Path) -> dic
     }
 
 
-def measure_servers(cfg: BenchSettings, photos) -> dict:
+def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
     """Floor, service and alternative in interleaved rounds; then open loop and memory."""
     small = [multipart(p.data) for p in photos.small]
     large = [multipart(p.data) for p in photos.large]
@@ -149,7 +149,7 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
             floor_paced = floor.paced_async(OPEN_LOOP_RATE, 2 * cfg.seconds, seed=5)
             open_result = open_loop(ours, small, OPEN_LOOP_RATE, 2 * cfg.seconds, seed=5)
             after = sched_ns(workers)
-            paced_ms = floor_paced.get(timeout=2 * cfg.seconds + 60)
+            paced = floor_paced.get(timeout=2 * cfg.seconds + 60)
             mem = {
                 "service_master": memory(srv.proc.pid),
                 "service_workers": [{"pid": pid, **memory(pid)} for pid in srv.worker_pids()],
@@ -157,39 +157,12 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
             }
     finally:
         floor.close()
-    fl = floor.result
-    mem["floor_process_rss_mb"] = [round(b / 2**20, 1) for b in fl.rss_bytes[-cfg.workers :]]
-    floor_figs = {
-        "processes": cfg.workers,
-        "throughput_rps": round(fl.throughput, 2),
-        "photos": fl.count,
-        "seconds": round(fl.seconds, 1),
-        "cpu_ms_per_photo": round(fl.cpu_seconds * 1000 / max(1, fl.count), 2),
-        **rep.percentiles(fl.latencies_ms),
-    }
-    paced_ms, paced_cpu_ms = paced_ms
-    paced, cpu = rep.percentiles(paced_ms), rep.percentiles(paced_cpu_ms)
-    floor_figs["open_loop"] = {
-        "rate_rps": OPEN_LOOP_RATE,
-        "photos": len(paced_ms),
-        "p50_ms": paced["p50_ms"],
-        "p99_ms": paced["p99_ms"],
-        "p99_over_p50": rep.ratio(paced["p99_ms"], paced["p50_ms"]),
-        # The same photos' CPU cost: how far p99 would sit from p50 on idle cores.
-        "cpu_p50_ms": cpu["p50_ms"],
-        "cpu_p99_ms": cpu["p99_ms"],
-        "cpu_p99_over_p50": rep.ratio(cpu["p99_ms"], cpu["p50_ms"]),
-    }
+    mem["floor_process_rss_mb"] = [
+        round(b / 2**20, 1) for b in floor.result.rss_bytes[-cfg.workers :]
+    ]
+    floor_figs = _floor_figures(floor.result, cfg.workers, *paced)
     ours_small = rep.load_figures(loads["ours_small"])
-    open_figs = rep.load_figures(open_result)
-    open_figs.pop("throughput_rps")
-    open_figs["rate_rps"] = OPEN_LOOP_RATE
-    open_figs["p99_over_p50"] = rep.ratio(open_figs["p99_ms"], open_figs["p50_ms"])
-    open_figs["max_send_delay_ms"] = round(max(open_result.late_ms, default=0.0), 1)
-    served = max(1, open_result.count + open_result.errors)
-    # Per request, the workers' own CPU time and their time waiting for a core.
-    open_figs["worker_cpu_ms_per_request"] = round((after[0] - before[0]) / 1e6 / served, 1)
-    open_figs["worker_cpu_wait_ms_per_request"] = round((after[1] - before[1]) / 1e6 / served, 1)
+    open_figs = _open_loop_figures(open_result, before, after)
     alt_figs = {s: rep.load_figures(loads[f"alt_{s}"]) for s in ("small", "large")}
     ours_figs = {"small": ours_small, "large": rep.load_figures(loads["ours_large"])}
     return {
@@ -218,6 +191,45 @@ def measure_servers(cfg: BenchSettings, photos) -> dict:
         },
         "memory": mem,
     }
+
+
+def _floor_figures(
+    fl: FloorResult, processes: int, paced_ms: list[float], paced_cpu_ms: list[float]
+) -> dict:
+    """The floor's closed-loop figures, and its in-process run at the open loop's rate."""
+    paced, cpu = rep.percentiles(paced_ms), rep.percentiles(paced_cpu_ms)
+    return {
+        "processes": processes,
+        "throughput_rps": round(fl.throughput, 2),
+        "photos": fl.count,
+        "seconds": round(fl.seconds, 1),
+        "cpu_ms_per_photo": round(fl.cpu_seconds * 1000 / max(1, fl.count), 2),
+        **rep.percentiles(fl.latencies_ms),
+        "open_loop": {
+            "rate_rps": OPEN_LOOP_RATE,
+            "photos": len(paced_ms),
+            "p50_ms": paced["p50_ms"],
+            "p99_ms": paced["p99_ms"],
+            "p99_over_p50": rep.ratio(paced["p99_ms"], paced["p50_ms"]),
+            # The same photos' CPU cost: how far p99 would sit from p50 on idle cores.
+            "cpu_p50_ms": cpu["p50_ms"],
+            "cpu_p99_ms": cpu["p99_ms"],
+            "cpu_p99_over_p50": rep.ratio(cpu["p99_ms"], cpu["p50_ms"]),
+        },
+    }
+
+
+def _open_loop_figures(result: LoadResult, before: tuple[int, int], after: tuple[int, int]) -> dict:
+    """Latency at the fixed rate, and the workers' CPU and core-wait per request."""
+    figures = rep.load_figures(result)
+    figures.pop("throughput_rps")
+    figures["rate_rps"] = OPEN_LOOP_RATE
+    figures["p99_over_p50"] = rep.ratio(figures["p99_ms"], figures["p50_ms"])
+    figures["max_send_delay_ms"] = round(max(result.late_ms, default=0.0), 1)
+    served = max(1, result.count + result.errors)
+    figures["worker_cpu_ms_per_request"] = round((after[0] - before[0]) / 1e6 / served, 1)
+    figures["worker_cpu_wait_ms_per_request"] = round((after[1] - before[1]) / 1e6 / served, 1)
+    return figures
 
 
 def _measured(
