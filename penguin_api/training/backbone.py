@@ -44,22 +44,38 @@ def stem(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return backbone._swish(backbone._bn0(backbone._conv_stem(x)))
 
 
-def head_pool(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The 1x1 head convolution and global average pooling: the 1280-d embedding."""
-    x = backbone._swish(backbone._bn1(backbone._conv_head(x)))
-    return backbone._avg_pooling(x).flatten(1)
+#: Exponent of generalised-mean pooling for the species/gate embedding. p=3 weights the
+#: strongest local responses (crest, bill, chest band) more than a plain average does;
+#: cross-validated on train+val it beat average and max pooling.
+GEM_POWER = 3.0
 
 
-def king_penguin_logprob(backbone: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """log P(king penguin) under the backbone's own ImageNet head: [N]."""
-    logits = backbone._fc(features)
+def head_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The 1x1 head convolution: the [N,1280,7,7] activation map (ReLU6, so >= 0)."""
+    return backbone._swish(backbone._bn1(backbone._conv_head(x)))
+
+
+def gem_pool(fmap: torch.Tensor, p: float = GEM_POWER) -> torch.Tensor:
+    """Generalised-mean pooling over the spatial axes: [N,C,H,W] -> [N,C]."""
+    return fmap.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def king_penguin_logprob(backbone: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    """log P(king penguin) under the backbone's own ImageNet head (average pooling): [N]."""
+    logits = backbone._fc(fmap.mean(dim=(2, 3)))
     return torch.log_softmax(logits, dim=1)[:, KING_PENGUIN_CLASS]
+
+
+def trunk(backbone: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC image -> head activation map."""
+    x = stem(backbone, normalise(image))
+    return head_map(backbone, run_blocks(backbone, x, 0, len(backbone._blocks)))
 
 
 class PenguinNet(nn.Module):
     """uint8 image -> (calibrated species probabilities, penguin score).
 
-    ``species_probs = softmax(W f + b) / T`` over the embedding ``f``;
+    With ``f`` the GeM-pooled embedding: ``species_probs = softmax((W f + b) / T)``;
     ``penguin_score = sigmoid(a * gate(f) + b * log P_imagenet(king penguin) + c)``.
     """
 
@@ -70,7 +86,6 @@ class PenguinNet(nn.Module):
         gate_head: nn.Linear,
         gate_mix: tuple[float, float, float],
         temperature: float,
-        flip_average: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -78,30 +93,19 @@ class PenguinNet(nn.Module):
         self.gate_head = gate_head
         self.register_buffer("gate_mix", torch.tensor(gate_mix, dtype=torch.float32))
         self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature))
-        self.flip_average = flip_average
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised NCHW -> 1280-d embedding."""
-        b = self.backbone
-        return head_pool(b, run_blocks(b, stem(b, x), 0, len(b._blocks)))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = normalise(image)
-        feats = self.embed(x)
-        if self.flip_average:
-            # Test-time flip: average the embeddings of the photo and its mirror image.
-            feats = 0.5 * (feats + self.embed(torch.flip(x, dims=[3])))
-        logits = self.species_head(feats) * self.inv_temperature
-        probs = torch.softmax(logits, dim=1)
-        gate = self.gate_head(feats)[:, 0]
-        king = king_penguin_logprob(self.backbone, feats)
+        fmap = trunk(self.backbone, image)
+        feats = gem_pool(fmap)
+        probs = torch.softmax(self.species_head(feats) * self.inv_temperature, dim=1)
+        king = king_penguin_logprob(self.backbone, fmap)
         a, b, c = self.gate_mix[0], self.gate_mix[1], self.gate_mix[2]
-        score = torch.sigmoid(a * gate + b * king + c)
+        score = torch.sigmoid(a * self.gate_head(feats)[:, 0] + b * king + c)
         return probs, score
 
 
 class Embedder(nn.Module):
-    """uint8 images -> (embedding [N,1280], ImageNet king-penguin log-prob [N]) for caching."""
+    """uint8 images -> (GeM embedding [N,1280], ImageNet king-penguin log-prob [N])."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -109,6 +113,5 @@ class Embedder(nn.Module):
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.backbone
-        feats = head_pool(b, run_blocks(b, stem(b, normalise(image)), 0, len(b._blocks)))
-        return feats, king_penguin_logprob(b, feats)
+        fmap = trunk(self.backbone, image)
+        return gem_pool(fmap), king_penguin_logprob(self.backbone, fmap)

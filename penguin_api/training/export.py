@@ -28,7 +28,6 @@ def build_net(
     gate: Linear,
     gate_mix: tuple[float, float, float],
     temperature: float,
-    flip_average: bool,
 ):
     """The torch module of the whole model, heads filled in, in eval mode."""
     import torch
@@ -42,9 +41,7 @@ def build_net(
             layer.bias.copy_(torch.from_numpy(head.bias.astype(np.float32)))
         return layer
 
-    net = PenguinNet(
-        backbone, to_layer(species), to_layer(gate), gate_mix, temperature, flip_average
-    )
+    net = PenguinNet(backbone, to_layer(species), to_layer(gate), gate_mix, temperature)
     return net.eval()
 
 
@@ -87,10 +84,11 @@ def run_onnx(path: Path, images: np.ndarray, threads: int = 2) -> list[np.ndarra
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]) -> None:
-    """Static int8 quantisation (QDQ, per-channel weights) calibrated on ``calibration``.
+    """Static int8 quantisation (per-channel weights, MinMax) calibrated on ``calibration``.
 
-    The two small heads and the softmax/sigmoid stay in float: they cost nothing
-    and carry the calibrated probabilities.
+    Left in float: the stem convolution (quantising it alone cost ~10 points of val
+    top-1 in our trials) and the small heads with softmax/sigmoid, which carry the
+    calibrated probabilities and cost nothing.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -112,19 +110,21 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
+        # Folds the exported padding arithmetic into the convolutions first.
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
+        convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
         heads = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
         quantize_static(
             str(pre),
             str(out_path),
             Reader(),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv", "Add", "Mul", "GlobalAveragePool"],
-            nodes_to_exclude=heads,
+            op_types_to_quantize=["Conv", "Add"],
+            nodes_to_exclude=[convs[0], *heads],
             calibrate_method=CalibrationMethod.MinMax,
         )
     log.info("int8 model written to %s", out_path)

@@ -45,11 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads to use")
     parser.add_argument(
-        "--tta-flip",
-        action="store_true",
-        help="average each photo with its mirror image in the graph (twice the latency)",
-    )
-    parser.add_argument(
         "--quantize",
         choices=["auto", "int8", "fp32"],
         default="auto",
@@ -67,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from penguin_api.training import dataset, embed, fit
-    from penguin_api.training.backbone import KING_PENGUIN_CLASS, load_backbone
-    from penguin_api.training.heads import Linear
+    from penguin_api.training.backbone import load_backbone
 
     started = time.monotonic()
     torch.manual_seed(args.seed)
@@ -88,23 +82,19 @@ def run(args: argparse.Namespace) -> int:
     view_ids = range(args.views)
     emb = _embed_all(cache, data, view_ids, args.seed)
     backbone = load_backbone()
-    fc = Linear(backbone._fc.weight.detach().numpy(), backbone._fc.bias.detach().numpy())
-    grid = [(1e-3, False), (1e-3, True)] if args.quick else None
+    grid = [(1e-3, True)] if args.quick else None
     fitted = fit.fit_all(
-        train_views=emb["train"],
+        train=emb["train"],
         y_train=_labels(data.train),
-        val_views=emb["val"],
+        val=emb["val"],
         y_val=_labels(data.val),
-        gate_views=emb["gate_train"],
+        gate_train=emb["gate_train"],
         gate_y=_penguin(data.gate_train),
-        gate_val_views=emb["gate_val"],
+        gate_val=emb["gate_val"],
         gate_val_y=_penguin(data.gate_val),
         n_classes=len(data.labels),
-        fc=fc,
-        king_class=KING_PENGUIN_CLASS,
         folds=args.folds,
         seed=args.seed,
-        flip=args.tta_flip,
         grid=grid,
     )
     from penguin_api.training.ship import ship
@@ -122,14 +112,14 @@ def _penguin(samples) -> np.ndarray:
 
 
 def _embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
-    """[V, N, 1280] embeddings for each group; one cache pass over all photos.
+    """[V, N, 1281] embeddings (+ king score) per group; one cache pass over all photos.
 
     Photos the service cannot decode are dropped from ``data`` (and listed in
     ``data.skipped``): a model should be judged only on what it can be sent.
     """
     groups = ("train", "val", "gate_train", "gate_val")
     everything = sorted({s.path for g in groups for s in getattr(data, g)})
-    table = cache.get(everything, view_ids, seed)[:, :, :-1]  # drop the cached king column
+    table = cache.get(everything, view_ids, seed)
     row = {p: i for i, p in enumerate(everything)}
     bad = {p for p in everything if np.isnan(table[0, row[p]]).any()}
     data.skipped = sorted(str(p) for p in bad)

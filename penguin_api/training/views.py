@@ -18,8 +18,8 @@ from penguin_api.imaging import MODEL_INPUT_SIZE, decode_image, to_model_input
 
 #: Training photos are trusted; this only guards against a corrupt giant file.
 MAX_PIXELS = 200_000_000
-#: Bumped whenever the augmentation recipe changes, which invalidates cached views.
-RECIPE = "v1"
+#: Bumped whenever the views or the embedding change, which invalidates cached embeddings.
+RECIPE = "v2-gem"
 
 
 def decode(data: bytes) -> Image.Image:
