@@ -30,7 +30,7 @@ from penguin_api.training.heads import (
 
 log = logging.getLogger(__name__)
 
-L2_GRID = (1e-4, 1e-3, 1e-2)
+L2_GRID = (1e-3, 1e-2, 1e-1)
 #: Class-balanced loss won in cross-validation (rare species gain, common ones barely
 #: lose), so it is not searched again on every run.
 BALANCED_GRID = (True,)

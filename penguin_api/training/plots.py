@@ -62,19 +62,14 @@ def plot_reliability(bins: list[dict], ece: float, path: Path) -> None:
             alpha=0.8,
         )
         ax.plot(b["confidence"], b["accuracy"], "o", color="tab:red", markersize=4)
-        ax.text(
-            b["lower"] + width / 2,
-            min(b["accuracy"] + 0.02, 0.97),
-            str(b["count"]),
-            ha="center",
-            fontsize=7,
-        )
+        # Counts sit just above the frame, where no bar can hide them.
+        ax.text(b["lower"] + width / 2, 1.01, str(b["count"]), ha="center", fontsize=7)
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top species)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {ece:.3f}); numbers = photos per bin")
+    ax.set_title(f"Reliability (ECE {ece:.3f}); numbers = photos per bin", pad=14)
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
