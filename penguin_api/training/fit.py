@@ -1,14 +1,14 @@
-"""Fit the heads on cached embeddings: species head (hyper-parameters by cross-validation),
-penguin gate, temperature and threshold.
+"""Fit the heads on cached embeddings: species head (L2 strength by cross-validation),
+penguin gate and temperature. (The gate threshold is picked later, on the exported file.)
 
 What is tuned on what:
-- species-head L2 strength and class balancing: stratified k-fold cross-validation over
-  train + val photos pooled (all views of a photo stay in one fold);
+- species-head L2 strength: stratified k-fold cross-validation over train + val photos
+  pooled (all views of a photo stay in one fold);
 - species head weights: train photos only (all augmented views);
 - gate head: penguin photos of train (+ unspecified, excluded species) against
   not_penguin/train; its mix with the ImageNet king-penguin score from out-of-fold
   train predictions;
-- temperature and gate threshold: val.
+- temperature: val.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from penguin_api.training.heads import (
     fit_binary,
     fit_softmax,
     fit_temperature,
-    pick_threshold,
-    sigmoid,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,6 @@ class Fitted:
     gate: Linear
     gate_mix: tuple[float, float, float]
     temperature: float
-    threshold: float
     chosen: dict = field(default_factory=dict)
     cv: list[dict] = field(default_factory=list)
 
@@ -121,14 +118,6 @@ def fit_gate(
     return gate, (a, b, float(mix.bias[0]))
 
 
-def gate_score(
-    features: np.ndarray, king: np.ndarray, gate: Linear, mix: tuple[float, float, float]
-) -> np.ndarray:
-    """penguin_score exactly as the graph computes it."""
-    a, b, c = mix
-    return sigmoid(a * gate(features)[:, 0] + b * king + c)
-
-
 def fit_all(
     *,
     train: np.ndarray,
@@ -137,8 +126,6 @@ def fit_all(
     y_val: np.ndarray,
     gate_train: np.ndarray,
     gate_y: np.ndarray,
-    gate_val: np.ndarray,
-    gate_val_y: np.ndarray,
     n_classes: int,
     folds: int,
     seed: int,
@@ -160,14 +147,11 @@ def fit_all(
     temperature = fit_temperature(species(val[0, :, emb]), y_val)
     log.info("chosen %s, temperature %.3f", best, temperature)
     gate, mix = fit_gate(gate_train[:, :, emb], gate_train[0, :, -1], gate_y, folds, seed)
-    scores = gate_score(gate_val[0, :, emb], gate_val[0, :, -1], gate, mix)
-    threshold = pick_threshold(scores[gate_val_y], scores[~gate_val_y])
     return Fitted(
         species,
         gate,
         mix,
         temperature,
-        threshold,
         chosen={"l2": best["l2"], "balanced": best["balanced"]},
         cv=cv,
     )

@@ -90,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
         y_val=_labels(data.val),
         gate_train=emb["gate_train"],
         gate_y=_penguin(data.gate_train),
-        gate_val=emb["gate_val"],
-        gate_val_y=_penguin(data.gate_val),
         n_classes=len(data.labels),
         folds=args.folds,
         seed=args.seed,
