@@ -17,6 +17,10 @@ from penguin_api.classifier import Classifier, ModelError
 
 _log = logging.getLogger("penguin_api.loader")
 
+#: A file in the server's own directory (PROMETHEUS_MULTIPROC_DIR), created by the first
+#: worker that refuses the model; the others, failing alike, then exit without a word.
+REFUSAL_MARK = "model-refused"
+
 
 class ModelSlot:
     """Holds this process's Classifier once it is loaded; never a half-loaded one."""
@@ -55,9 +59,10 @@ class ModelSlot:
             imaging.warm_up()
         except ModelError as exc:
             self.error = exc
-            _log.critical("model refused: %s", exc, extra={"model_dir": str(self.model_dir)})
-            if self._on_failed:
+            if self._on_failed:  # it reports the failure its own way
                 self._on_failed(exc)
+            else:
+                _log.critical("model refused: %s", exc, extra={"model_dir": str(self.model_dir)})
         else:
             self._classifier = classifier
             _log.info(

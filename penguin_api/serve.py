@@ -1,7 +1,8 @@
-"""`penguin-api serve`: run the API under Gunicorn with the project's gunicorn.conf.py.
+"""`penguin-api serve`: run the API under Gunicorn with the project's Gunicorn settings.
 
-The process is replaced by Gunicorn (exec), so signals from a container runtime or
-Cloud Run reach the Gunicorn master directly.
+The settings are the module penguin_api.gunicorn_config, so they are found wherever the
+package is installed (a wheel has no gunicorn.conf.py beside it). The process is replaced
+by Gunicorn (exec), so signals from a container runtime or Cloud Run reach the master.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-#: gunicorn.conf.py at the repository root (next to the package).
-CONFIG = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
+#: The settings module, in Gunicorn's `python:` form (the same settings gunicorn.conf.py shows).
+CONFIG = "python:penguin_api.gunicorn_config"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default: $HOST or 0.0.0.0)")
     parser.add_argument("--workers", type=int, help="worker processes (default: CPU quota)")
     parser.add_argument("--model-dir", type=Path, help="model directory (default: model/)")
-    parser.add_argument("--config", type=Path, default=CONFIG, help="Gunicorn config file")
+    parser.add_argument(
+        "--config",
+        default=CONFIG,
+        help=f"Gunicorn config: a file, or python:MODULE (default: {CONFIG})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
     }
     env = dict(os.environ)
     env.update({key: str(value) for key, value in overrides.items() if value is not None})
-    if not args.config.is_file():
-        print(f"penguin-api serve: no Gunicorn config at {args.config}", file=sys.stderr)
+    config = str(args.config)
+    if not config.startswith("python:") and not Path(config).is_file():
+        print(f"penguin-api serve: no Gunicorn config at {config}", file=sys.stderr)
         return 2
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(args.config), "penguin_api.wsgi:app"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", config, "penguin_api.wsgi:app"]
     os.execve(sys.executable, argv, env)
     return 1  # pragma: no cover - execve does not return

@@ -114,6 +114,21 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"server not {what} after {timeout:.0f} s:\n{self.logs()}")
 
+    def answers_until_exit(self, photo: bytes, timeout: float) -> tuple[int, list[int]]:
+        """POST `photo` to /predict until the master exits; (exit code, statuses answered).
+
+        For a server that must refuse to start: any 200 here is a bad model serving.
+        """
+        statuses: list[int] = []
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                r = requests.post(self.url("/predict"), files={"file": photo}, timeout=5)
+                statuses.append(r.status_code)
+            except requests.RequestException:  # not listening yet, or shut while waiting
+                time.sleep(0.02)
+        return self.proc.wait(max(1.0, deadline - time.monotonic())), statuses
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM the master (a graceful shutdown) and return its exit code."""
         if self.proc.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,12 +62,33 @@ def test_predict_with_a_bad_model_exits_2_and_says_why(tmp_path, small_jpeg):
 
 
 def test_serve_runs_gunicorn_with_the_project_config(model_dir):
+    _serve_until_ready(model_dir, cwd="/", env=clean_env())  # not the working directory's
+
+
+def test_serve_from_an_installed_package_without_the_repository_uses_the_same_settings(
+    model_dir, tmp_path
+):
+    # As from a wheel: the package alone, no gunicorn.conf.py anywhere near it.
+    site = tmp_path / "site-packages"
+    shutil.copytree(REPO_ROOT / "penguin_api", site / "penguin_api",
+                    ignore=shutil.ignore_patterns("__pycache__", "training"))  # fmt: skip
+    records = _serve_until_ready(
+        model_dir, cwd=str(tmp_path), env={**clean_env(), "PYTHONPATH": str(site)}
+    )
+    started = [r for r in records if r["message"].startswith("Listening at")]
+    assert started and started[0]["logger"] == "gunicorn.error"  # JSON logs: our logger class
+    verified = [r for r in records if r["message"].startswith("model files verified")]
+    assert verified, "the config's on_starting hook ran"
+
+
+def _serve_until_ready(model_dir, *, cwd: str, env: dict) -> list[dict]:
+    """Run `penguin-api serve` until /ready is 200, stop it; its JSON log records."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "penguin_api.cli", "serve", "--port", str(port),
          "--host", "127.0.0.1", "--workers", "1", "--model-dir", str(model_dir)],
-        cwd="/",  # the config is found next to the package, not in the working directory
-        env=clean_env(),
+        cwd=cwd,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -85,6 +107,7 @@ def test_serve_runs_gunicorn_with_the_project_config(model_dir):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, out
     first = json.loads(out.splitlines()[0])
     assert first["severity"] == "INFO" and "gunicorn" in first["message"].lower()
+    return [json.loads(line) for line in out.splitlines() if line.startswith(b"{")]

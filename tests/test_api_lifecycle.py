@@ -96,18 +96,22 @@ def _extra_label(model):
     ],
     ids=["altered", "truncated", "missing", "unloadable", "card-label-mismatch"],
 )
-def test_bad_model_stops_the_server_with_one_clear_line(model_dir, tmp_path, damage, says):
+def test_bad_model_stops_the_server_with_one_clear_line(
+    model_dir, tmp_path, small_jpeg, damage, says
+):
     model = copy_model(tmp_path / "model", model_dir)
     damage(model)
     with running_server(model_dir=model, wait_ready=False) as srv:
-        code = srv.proc.wait(60)
+        code, answers = srv.answers_until_exit(small_jpeg, 60)
         records = srv.log_records()
         logs = srv.logs()
     assert code != 0
     refusals = [r for r in records if r.get("severity") == "CRITICAL"]
     assert len(refusals) == 1, logs
     assert says in refusals[0]["message"]
-    assert "Booting worker" not in logs  # no worker ever served this model
+    # No worker ever served this model: none became ready, none answered a photo.
+    assert 200 not in answers, answers
+    assert not [r for r in records if r.get("message", "").startswith("model ready")], logs
     if says == "sha256":
         expected = json.loads((model / CARD_FILE).read_text())["sha256"]
         actual = hashlib.sha256((model / MODEL_FILE).read_bytes()).hexdigest()

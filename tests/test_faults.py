@@ -99,13 +99,17 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
 
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
 def test_damaged_model_stops_the_server_with_one_clear_line(
-    model_dir: Path, tmp_path: Path, damage: Callable[[Path], str], request: pytest.FixtureRequest
+    model_dir: Path,
+    tmp_path: Path,
+    small_jpeg: bytes,
+    damage: Callable[[Path], str],
+    request: pytest.FixtureRequest,
 ) -> None:
     model = copy_model(tmp_path / "model", model_dir)
     expected = damage(model)
     started = time.monotonic()
     with running_server(workers=2, model_dir=model, wait_ready=False) as srv:
-        code = srv.proc.wait(REFUSAL_WAIT_S)
+        code, answers = srv.answers_until_exit(small_jpeg, REFUSAL_WAIT_S)
         elapsed = time.monotonic() - started
         records = srv.log_records()
 
@@ -117,7 +121,9 @@ def test_damaged_model_stops_the_server_with_one_clear_line(
     if "checksum" in expected:  # both hashes named, so an operator can tell which is wrong
         card_sha = json.loads((model / CARD_FILE).read_text())["sha256"]
         assert card_sha in message
-    assert not any("Booting worker" in r.get("message", "") for r in records)
+    # No worker ever served this model: none became ready, none answered a photo.
+    assert 200 not in answers, answers
+    assert not any(r.get("message", "").startswith("model ready") for r in records)
     _report(request, f"exit {code} after {elapsed:.1f} s: {message}")
 
 
