@@ -13,6 +13,10 @@ if TYPE_CHECKING:  # Flask is imported by create_app; `import penguin_api` stays
 
 _log = logging.getLogger("penguin_api")
 
+#: Most multipart parts a request may have (Werkzeug's default): a batch of photos plus
+#: a few text fields needs far fewer; past it the answer is 413 too-many-parts.
+MAX_FORM_PARTS = 1000
+
 
 def create_app(
     settings: Settings | None = None,
@@ -36,6 +40,8 @@ def create_app(
     app = Flask(__name__)
     app.request_class = api.UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = None  # see api.UploadRequest
+    app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.json.sort_keys = False  # keep answers in the documented field order
 
     slot = ModelSlot(

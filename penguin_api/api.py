@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 from flask import Blueprint, Request, Response, abort, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from penguin_api import errors, imaging, metrics
 from penguin_api.classifier import Classifier, Prediction
@@ -30,8 +31,28 @@ class UploadRequest(Request):
     """Keeps uploaded files in memory instead of spilling those over 500 kB to disk.
 
     MAX_CONTENT_LENGTH bounds the size, and every upload is read whole right away, so a
-    temporary file would only add disk writes to each phone photo.
+    temporary file would only add disk writes to each phone photo. For the same reason
+    text fields have no limit of their own (MAX_FORM_MEMORY_SIZE is off): the body limit
+    bounds them too, and so the only 413 a form within that limit can get is its parts.
     """
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except RequestEntityTooLarge:
+            if self._within_size_limit():
+                raise errors.TooManyFormParts(self.max_form_parts or 0) from None
+            raise
+
+    def _within_size_limit(self) -> bool:
+        """The body is no larger than MAX_CONTENT_LENGTH (known up front, or read so far)."""
+        limit = self.max_content_length
+        if limit is None:
+            return True
+        if self.content_length is not None:
+            return self.content_length <= limit
+        # A chunked body: Werkzeug's limited stream is exhausted when it hit the limit.
+        return not getattr(self.stream, "is_exhausted", True)
 
     def _get_file_stream(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, has_app_context, json, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from penguin_api import imaging
 
@@ -50,6 +50,9 @@ PROBLEMS: dict[str, ProblemType] = {
                     "The endpoint exists but not with this HTTP method; see the Allow header."),
         ProblemType("upload-too-large", 413, "Upload too large",
                     "The request body is over the upload limit (MAX_UPLOAD_MB)."),
+        ProblemType("too-many-parts", 413, "Too many form parts",
+                    "The multipart form has more parts than the service reads (1,000); "
+                    "a prediction needs one `file` part, a batch one per photo."),
         ProblemType("image-too-large", 413, "Image too large",
                     "The image has more pixels than the limit (MAX_IMAGE_PIXELS)."),
         ProblemType("unsupported-image", 415, "Unsupported image",
@@ -93,6 +96,19 @@ ImageTooLarge = _error("image-too-large")
 UnsupportedImage = _error("unsupported-image")
 UnsupportedContentType = _error("unsupported-content-type")
 NotReady = _error("not-ready")
+
+
+class TooManyFormParts(RequestEntityTooLarge):
+    """Werkzeug stopped reading a form at its part limit, the body being within its size.
+
+    Werkzeug raises a plain 413 for both; this tells the caller which limit it hit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The form has more than {limit:,} parts. POST /predict takes one part named "
+            "'file'; POST /predict/batch one 'file' part per photo."
+        )
 
 
 def from_image_error(exc: imaging.ImageError) -> ApiError:
@@ -156,6 +172,8 @@ def init_app(app: Flask, max_upload_bytes: int) -> None:
         if status == 413:
             _drain_body(max_upload_bytes)
             detail = f"The upload is over the {max_upload_bytes / 1048576:g} MB limit."
+            if isinstance(exc, TooManyFormParts):
+                return problem_response(PROBLEMS["too-many-parts"], exc.description)
         elif status == 405:
             allowed = sorted(m for m in getattr(exc, "valid_methods", None) or [])
             headers["Allow"] = ", ".join(allowed)

@@ -158,7 +158,7 @@ def cases() -> list[Case]:
              _raw(b"garbage" * 100, f"multipart/form-data; boundary={boundary}"), 400,
              "missing-file"),
         Case("many-parts", "1,500 small form parts besides the image (Werkzeug reads at most "
-             "1,000)", _many_parts(jpeg, 1500), 413, "upload-too-large"),
+             "1,000)", _many_parts(jpeg, 1500), 413, "too-many-parts"),
         Case("huge-header", "a 9 kB header line (Gunicorn's limit: 8,190 bytes)",
              _headers("/health", {"X-Filler": "y" * 9000}), 431, None),
         Case("too-many-headers", "120 header fields (Gunicorn's limit: 100)",

@@ -131,6 +131,24 @@ def test_upload_limit_is_named_in_the_413(limited):
     assert "1 MB" in assert_problem(response, 413, "upload-too-large")["detail"]
 
 
+def test_form_with_too_many_parts_gets_413_naming_the_part_limit_not_the_size(
+    limited, small_jpeg, reference
+):
+    pids = limited.worker_pids()
+    notes = [("note", ("n.txt", b"x", "text/plain"))] * 1200  # a few kB, far under 1 MB
+    response = post(limited, files=[("file", ("p.jpg", small_jpeg, "image/jpeg")), *notes])
+    detail = assert_problem(response, 413, "too-many-parts")["detail"]
+    assert "1,000 parts" in detail and "MB" not in detail
+    assert_no_harm(limited, pids, small_jpeg, reference)
+
+
+def test_large_text_field_within_the_upload_limit_is_not_a_413(limited, small_jpeg, reference):
+    # Text fields count towards MAX_UPLOAD_MB only; no smaller limit of its own.
+    note = ("note", (None, "x" * 600_000))
+    response = post(limited, files=[("file", ("p.jpg", small_jpeg, "image/jpeg")), note])
+    assert response.status_code == 200 and response.json() == reference
+
+
 def test_pixel_limit_is_named_in_the_413(limited):
     body = assert_problem(post(limited, files={"file": png(2500, 2000)}), 413, "image-too-large")
     assert "4,000,000" in body["detail"]
