@@ -11,7 +11,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, features
 
 try:  # HEIC/HEIF from phones; optional so the training tools work without it.
     import pillow_heif
@@ -21,10 +21,20 @@ try:  # HEIC/HEIF from phones; optional so the training tools work without it.
 except ImportError:  # pragma: no cover - pillow-heif is a runtime dependency
     _HEIF = ()
 
-#: Pillow format names we decode; anything else Pillow could open is refused.
-ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", *_HEIF)
+# AVIF (web downloads, recent Android phones) is Pillow's own codec, present in its wheels;
+# a Pillow built without libavif simply does not accept it.
+_AVIF = ("AVIF",) if features.check("avif") else ()
+
+#: Pillow format names we decode; anything else Pillow could open is refused. AVIF is
+#: tried before HEIF: both claim files branded "mif1", and only Pillow's AVIF plugin
+#: passes a HEIC on (pillow-heif fails on an AVIF instead of declining it).
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", *_AVIF, *_HEIF)
 #: The same, as a user reads them in an error message.
-ACCEPTED_FORMATS_TEXT = "JPEG, PNG, WebP, GIF, BMP, TIFF" + (", HEIC/HEIF" if _HEIF else "")
+ACCEPTED_FORMATS_TEXT = (
+    "JPEG, PNG, WebP, GIF, BMP, TIFF"
+    + (", AVIF" if _AVIF else "")
+    + (", HEIC/HEIF" if _HEIF else "")
+)
 
 MODEL_INPUT_SIZE = 224
 

@@ -6,6 +6,7 @@ byte by byte) so the tests can run anywhere and commit nothing but code.
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -79,6 +80,38 @@ def _heic() -> bytes:
     return _save(_scene(), "HEIF", quality=60)
 
 
+def _avif_rotated() -> bytes:
+    # Pillow stores an EXIF orientation in AVIF as the container's irot/imir boxes.
+    return _save(_scene(), "AVIF", quality=60, exif=_exif_rotated())
+
+
+# Pillow writes only 8-bit AVIF; phones write 10-bit. These two are _scene() (the second
+# with its left third transparent) encoded by libavif's avifenc 0.11 at 10 bits 4:2:0 and
+# at 12 bits 4:4:4 with alpha, then base64-encoded: 475 and 611 bytes.
+AVIF_10BIT = base64.b64decode(
+    "AAAAIGZ0eXBhdmlmAAAAAGF2aWZtaWYxbWlhZk1BMUEAAADybWV0YQAAAAAAAAAoaGRscgAAAAAAAAAAcGljdAAA"
+    "AAAAAAAAAAAAAGxpYmF2aWYAAAAADnBpdG0AAAAAAAEAAAAeaWxvYwAAAABEAAABAAEAAAABAAABGgAAAMEAAAAo"
+    "aWluZgAAAAAAAQAAABppbmZlAgAAAAABAABhdjAxQ29sb3IAAAAAamlwcnAAAABLaXBjbwAAABRpc3BlAAAAAAAA"
+    "ADAAAAAkAAAAEHBpeGkAAAAAAwoKCgAAAAxhdjFDgSBAAAAAABNjb2xybmNseAABAA0ABoAAAAAXaXBtYQAAAAAA"
+    "AAABAAEEAQKDBAAAAMltZGF0EgAKCTgVb42MBDQaQDKxAUWQAkkkkUDbzF7ZQZKBR7oprPw2RnN4xNTvsqZbGs8N"
+    "mNJ41Jyr65Wym/3rROm6mCa3Ss7CIU55VGtGohSKSJjLvNoPRY5Bo9ovv9oS4QEr4vVuBP/67DLBXvyqkBRyS68y"
+    "XGcC9jNmR6fVbi5LFH1FnpkHrznpNdK3lnIN1Oyw8oxtBO9ctZyolS8djXRfJ4/yTzAxsieOMTK9wYAfEpXPndBN"
+    "HxiTEJan+IOUrZ3S5g=="
+)
+AVIF_12BIT_ALPHA = base64.b64decode(
+    "AAAAHGZ0eXBhdmlmAAAAAGF2aWZtaWYxbWlhZgAAAY1tZXRhAAAAAAAAAChoZGxyAAAAAAAAAABwaWN0AAAAAAAA"
+    "AAAAAAAAbGliYXZpZgAAAAAOcGl0bQAAAAAAAQAAACxpbG9jAAAAAEQAAAIAAQAAAAEAAAHQAAAAkwACAAAAAQAA"
+    "AbEAAAAfAAAAQmlpbmYAAAAAAAIAAAAaaW5mZQIAAAAAAQAAYXYwMUNvbG9yAAAAABppbmZlAgAAAAACAABhdjAx"
+    "QWxwaGEAAAAAGmlyZWYAAAAAAAAADmF1eGwAAgABAAEAAADDaXBycAAAAJ1pcGNvAAAAFGlzcGUAAAAAAAAAMAAA"
+    "ACQAAAAQcGl4aQAAAAADDAwMAAAADGF2MUOBQGAAAAAAE2NvbHJuY2x4AAEADQAGgAAAAA5waXhpAAAAAAEMAAAA"
+    "DGF2MUOBQHwAAAAAOGF1eEMAAAAAdXJuOm1wZWc6bXBlZ0I6Y2ljcDpzeXN0ZW1zOmF1eGlsaWFyeTphbHBoYQAA"
+    "AAAeaXBtYQAAAAAAAAACAAEEAQKDBAACBAEFhgcAAAC6bWRhdBIACgZYFW+NjqAyExAAzfaLMbX+MBxlE83vRuKP"
+    "x4ASAAoJWBVvjY0BDQaIMoMBRZACSSSRQNf+rO9y8bGW5iGeo0lwiAhg7oEZ9pemIdU197ag26h/XoYN/eiz3szi"
+    "F8oYsGLWdZFTkjqvnVJq8YPV2FaasFIQc/M1bG/w+4j0orIsp3wOOqagBQ/vKg6hShkV6zRoIqxoBSkAve9XTvVc"
+    "iYmQqQPKim46wBtRAlCEKB0="
+)
+
+
 #: Valid images in every accepted format and most colour modes: name -> builder.
 GOOD_BUILDERS: dict[str, Callable[[], bytes]] = {
     "jpeg": lambda: _save(_scene(), "JPEG", quality=85),
@@ -104,6 +137,11 @@ GOOD_BUILDERS: dict[str, Callable[[], bytes]] = {
     "tiff_float": _tiff_float,
     "bmp_rgb": lambda: _save(_scene(), "BMP"),
     "bmp_palette": lambda: _save(_scene().convert("P"), "BMP"),
+    "avif": lambda: _save(_scene(), "AVIF", quality=60),
+    "avif_alpha_gray": lambda: _save(_scene(mode="LA").convert("RGBA"), "AVIF", quality=60),
+    "avif_rotated": _avif_rotated,
+    "avif_10bit": lambda: AVIF_10BIT,
+    "avif_12bit_alpha": lambda: AVIF_12BIT_ALPHA,
     **({"heic": _heic} if HEIF_AVAILABLE else {}),
 }
 
@@ -147,6 +185,18 @@ def gif_bomb(width: int = 65_535, height: int = 65_535) -> bytes:
     """A GIF whose logical screen is width x height, with one 1x1 frame."""
     img = _save(Image.new("P", (1, 1), 0), "GIF")
     return img[:6] + struct.pack("<HH", width, height) + img[10:]
+
+
+def avif_bomb(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A small AVIF whose image size (its ispe box) is rewritten to width x height.
+
+    libavif scales the decoded frame to that size, so up to its own limit (268 MP) the
+    file really decodes to width x height pixels: only a pixel limit bounds its cost.
+    """
+    data = bytearray(_save(_scene((16, 16)), "AVIF"))
+    ispe = data.find(b"ispe")
+    struct.pack_into(">II", data, ispe + 8, width, height)  # after the version/flags word
+    return bytes(data)
 
 
 def jpeg_bomb(width: int = 65_500, height: int = 65_500) -> bytes:

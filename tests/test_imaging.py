@@ -44,6 +44,7 @@ def halves(size=(300, 200), left=RED, right=BLUE) -> Image.Image:
         ("BMP", {}),
         ("TIFF", {}),
         ("HEIF", {"quality": 95}),
+        ("AVIF", {"quality": 95}),
     ],
 )
 def test_every_accepted_format_decodes_to_rgb_with_its_colours(fmt, params):
@@ -56,7 +57,7 @@ def test_every_accepted_format_decodes_to_rgb_with_its_colours(fmt, params):
 
 
 def test_accepted_formats_text_names_every_format_a_user_knows():
-    for name in ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "HEIC"):
+    for name in ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "HEIC", "AVIF"):
         assert name in imaging.ACCEPTED_FORMATS_TEXT
 
 
@@ -209,7 +210,7 @@ def test_gif_bomb_header_is_refused():
         imaging.decode_image(header, max_pixels=MAX)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "HEIF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "HEIF", "AVIF"])
 def test_truncated_image_is_refused_as_unsupported(fmt):
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))
     data = encode(noise, fmt)
