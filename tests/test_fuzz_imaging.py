@@ -25,7 +25,7 @@ from PIL import Image
 
 from penguin_api.config import Settings
 from tests.decode_sandbox import DecodeSandbox
-from tests.image_samples import gif_bomb, good_images, jpeg_bomb, png_bomb
+from tests.image_samples import avif_bomb, gif_bomb, good_images, jpeg_bomb, png_bomb
 
 #: The decode limit the service ships with.
 MAX_PIXELS = Settings().max_image_pixels
@@ -150,6 +150,8 @@ MAGICS = [
     b"MM\x00*",
     b"BM",
     b"\x00\x00\x00\x18ftypheic",
+    b"\x00\x00\x00\x20ftypavif",
+    b"\x00\x00\x00\x1cftypmif1",  # claimed by both the AVIF and the HEIF decoder
 ]
 
 
@@ -168,7 +170,9 @@ def test_every_seed_image_decodes_to_a_model_input(sandbox: DecodeSandbox, tally
         assert outcome.kind == "ok", f"{name}: {outcome.detail}"
 
 
-@pytest.mark.parametrize("bomb", [png_bomb, gif_bomb, jpeg_bomb], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "bomb", [png_bomb, gif_bomb, jpeg_bomb, avif_bomb], ids=lambda f: f.__name__
+)
 def test_pixel_bombs_are_refused_as_too_large(sandbox: DecodeSandbox, tally: Counter, bomb) -> None:
     outcome = sandbox.run(bomb())
     tally[outcome.kind] += 1
