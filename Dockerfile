@@ -27,8 +27,9 @@ COPY requirements.lock pyproject.toml ./
 # Then drop what serving never loads, about 70 MB: pip and setuptools; the packages'
 # test suites and type stubs; onnxruntime's model-conversion tools and its C-API library
 # (the Python binding has the runtime linked in); NumPy's build tools (f2py, distutils);
-# Pillow's AVIF codec (not an accepted format), font rendering and Tk bridge.
-# The imports at the end fail the build if a future release needs something removed.
+# Pillow's font rendering and Tk bridge (its AVIF codec stays: AVIF is an accepted format).
+# The imports at the end fail the build if a future release needs something removed, or
+# if Pillow lost AVIF (the service would then quietly refuse AVIF uploads).
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes --only-binary=:all: \
         -r requirements.lock \
@@ -40,12 +41,12 @@ RUN python -m venv /opt/venv \
            "$site"/onnxruntime/tools "$site"/onnxruntime/capi/libonnxruntime.so.* \
            /opt/venv/bin/onnxruntime_test \
            "$site"/numpy/f2py "$site"/numpy/distutils /opt/venv/bin/f2py \
-           "$site"/PIL/_avif.* "$site"/pillow.libs/libavif-* \
            "$site"/PIL/_imagingft.* "$site"/pillow.libs/libfreetype-* \
            "$site"/pillow.libs/libharfbuzz-* "$site"/pillow.libs/libbrotli* \
            "$site"/PIL/_imagingtk.* \
  && /opt/venv/bin/python -c "import onnxruntime, numpy, flask, gunicorn, prometheus_client; \
-import pillow_heif; from PIL import Image; Image.init(); pillow_heif.register_heif_opener(); \
+import pillow_heif; from PIL import Image, features; Image.init(); \
+pillow_heif.register_heif_opener(); assert features.check('avif'), 'Pillow without AVIF'; \
 onnxruntime.InferenceSession"
 
 # --- final: what runs ------------------------------------------------------------------

@@ -103,6 +103,8 @@ def cases() -> list[Case]:
              "a.webp", "image/webp"), 415, "unsupported-image"),
         Case("truncated-heic", "HEIC cut in half", _upload(samples.truncated(good["heic"]),
              "a.heic", "image/heic"), 415, "unsupported-image"),
+        Case("truncated-avif", "AVIF cut in half", _upload(samples.truncated(good["avif"]),
+             "a.avif", "image/avif"), 415, "unsupported-image"),
         Case("truncated-tiff", "TIFF cut in half", _upload(samples.truncated(good["tiff_lzw"]),
              "a.tif", "image/tiff"), 415, "unsupported-image"),
         Case("truncated-bmp", "BMP cut in half", _upload(samples.truncated(good["bmp_rgb"]),
@@ -134,6 +136,9 @@ def cases() -> list[Case]:
              _upload(samples.gif_bomb(), "bomb.gif", "image/gif"), 413, "image-too-large"),
         Case("jpeg-pixel-bomb", "JPEG frame header claiming 65,500 x 65,500 px",
              _upload(samples.jpeg_bomb()), 413, "image-too-large"),
+        Case("avif-pixel-bomb", "AVIF whose container claims 10,000 x 10,000 px "
+             f"({len(samples.avif_bomb())} bytes)",
+             _upload(samples.avif_bomb(), "bomb.avif", "image/avif"), 413, "image-too-large"),
         Case("png-zlib-bomb", f"complete 8,000 x 8,000 PNG (64 MP > {max_pixels / 1e6:g} MP) "
              "compressed to a few kB", _upload(samples.png_zlib_bomb(), "z.png", "image/png"),
              413, "image-too-large"),

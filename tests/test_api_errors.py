@@ -122,7 +122,7 @@ def test_unsupported_image_says_which_formats_are_accepted(limited):
     body = assert_problem(
         post(limited, files={"file": ("notes.txt", b"words")}), 415, "unsupported-image"
     )
-    for name in ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "HEIC"):
+    for name in ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF", "HEIC", "AVIF"):
         assert name in body["detail"]
 
 

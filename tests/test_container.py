@@ -160,6 +160,7 @@ _FORMATS = {
     "GIF": "gif",
     "BMP": "bmp",
     "TIFF": "tiff",
+    "AVIF": "avif",
     "HEIF": "heic",
 }
 

@@ -29,8 +29,9 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; frame-ancestors 'none'"
 )
 
-#: What the file picker offers; the server still decides what it accepts.
-ACCEPT_ATTRIBUTE = "image/*,.heic,.heif"
+#: What the file picker offers; the server still decides what it accepts. The extensions
+#: are for systems that do not map them to an image/* type.
+ACCEPT_ATTRIBUTE = "image/*,.heic,.heif,.avif"
 
 
 @bp.get("/")
