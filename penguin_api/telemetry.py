@@ -27,6 +27,8 @@ _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 #: Health probes and metric scrapes, which do not count as a worker's first request.
 _PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+#: The request-header atoms the JSON access line reads (the trace headers).
+_ACCESS_REQUEST_ATOMS = frozenset({"{x-cloud-trace-context}i", "{traceparent}i"})
 # LogRecord attributes that are not user-supplied `extra` fields.
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -192,6 +194,35 @@ def gunicorn_logger_class(project: str | None) -> type:
     from gunicorn.glogging import Logger as _GunicornLogger  # only the server needs gunicorn
 
     class JsonGunicornLogger(_GunicornLogger):
+        def atoms(self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: Any):
+            """Only the atoms the JSON access line uses (JsonFormatter._access_fields).
+
+            Gunicorn's own builds some thirty more for every request (a formatted date,
+            every header), which the line never shows.
+            """
+            status = resp.status
+            if isinstance(status, str):
+                status = status.split(None, 1)[0]
+            atoms: dict[str, Any] = {
+                "h": environ.get("REMOTE_ADDR", "-"),
+                "m": environ.get("REQUEST_METHOD"),
+                "U": environ.get("PATH_INFO"),
+                "q": environ.get("QUERY_STRING"),
+                "H": environ.get("SERVER_PROTOCOL"),
+                "s": status,
+                "B": getattr(resp, "sent", None),
+                "a": environ.get("HTTP_USER_AGENT", "-"),
+                "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
+            }
+            for name, value in getattr(req, "headers", ()):
+                key = f"{{{name.lower()}}}i"
+                if key in _ACCESS_REQUEST_ATOMS:
+                    atoms[key] = value
+            for name, value in resp.headers:
+                if name.lower() == "x-request-id":
+                    atoms["{x-request-id}o"] = value
+            return atoms
+
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             for log in (self.error_log, self.access_log):
