@@ -9,13 +9,16 @@ must check.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
+import requests
 from PIL import Image, features
 
 from penguin_api import imaging
 from penguin_api.imaging import ImageError, ImageTooLarge, UnsupportedImage
 from tests.image_samples import AVIF_10BIT, AVIF_12BIT_ALPHA, avif_bomb
+from tests.server import Server
 from tests.test_imaging import BLUE, MAX, RED, WHITE, close, encode, halves
 
 pytestmark = pytest.mark.skipif(not features.check("avif"), reason="Pillow built without AVIF")
@@ -123,3 +126,31 @@ def test_animated_avif_uses_its_first_frame():
     frames[0].save(buf, "AVIF", save_all=True, append_images=frames[1:], duration=80, quality=95)
     out = imaging.decode_image(buf.getvalue(), max_pixels=MAX)
     assert close(out.getpixel((40, 100)), RED, 25)
+
+
+def _avif_photos(shared_data: Path) -> list[Path]:
+    """The labelled photos that are AVIF whatever their name says (saved from the web)."""
+    photos = sorted((shared_data / "penguins").rglob("*.*"))
+    found = [p for p in photos if p.is_file() and p.read_bytes()[4:12] == b"ftypavif"]
+    if not found:
+        pytest.skip("no AVIF photo in the shared photo set")
+    return found
+
+
+def test_avif_photos_from_the_web_give_model_inputs(shared_data: Path):
+    for photo in _avif_photos(shared_data):
+        arr = imaging.prepare(photo.read_bytes(), max_pixels=MAX)
+        assert arr.shape == (224, 224, 3), photo.name
+        assert arr.std() > 10, photo.name  # a picture, not a blank
+
+
+def test_avif_photo_gets_a_prediction_over_http(server: Server, shared_data: Path):
+    photo = _avif_photos(shared_data)[0]
+    response = requests.post(
+        server.url("/predict"),
+        files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},  # as the name claims
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["is_penguin"] is True and body["species"], body
