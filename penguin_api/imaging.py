@@ -24,6 +24,12 @@ except ImportError:  # pragma: no cover - pillow-heif is a runtime dependency
 # AVIF (web downloads, recent Android phones) is Pillow's own codec, present in its wheels;
 # a Pillow built without libavif simply does not accept it.
 _AVIF = ("AVIF",) if features.check("avif") else ()
+if _AVIF:
+    from PIL import AvifImagePlugin
+
+    # One decoder thread: each worker already owns one core, and libavif's default
+    # (a thread per CPU) would make a worker's decode compete with its siblings' inference.
+    AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 #: Pillow format names we decode; anything else Pillow could open is refused. AVIF is
 #: tried before HEIF: both claim files branded "mif1", and only Pillow's AVIF plugin
