@@ -18,7 +18,7 @@ from PIL import Image, ImageChops
 
 #: Extensions of the formats the service accepts; other files in the folder are ignored.
 EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
 
 #: Common camera and phone resolutions, 0.3 MP (VGA) to 12 MP (4032x3024).
