@@ -15,8 +15,10 @@ import onnxruntime as ort
 import pytest
 
 from penguin_api.training.dataset import load_training_data
+from penguin_api.training.fit import cross_validated_ece, stratified_folds
 from penguin_api.training.heads import fit_temperature, pick_threshold, softmax
 from penguin_api.training.metrics import expected_calibration_error, species_metrics
+from penguin_api.training.ship import choose_variant
 from tests.server import REPO_ROOT
 
 SUBSET_SPECIES = {"Adelie": (6, 2), "Gentoo": (6, 2), "King": (6, 2), "Snares": (3, 0)}
@@ -155,3 +157,29 @@ def test_gate_threshold_separates_separable_scores() -> None:
     neg = np.array([0.1, 0.3, 0.05])
     t = pick_threshold(pos, neg)
     assert 0.3 < t < 0.8
+
+
+def _candidate(top1: float, cpu_ms: float) -> dict:
+    return {"top1": top1, "latency_ms": {"cpu_median": cpu_ms}}
+
+
+def test_int8_ships_only_when_it_is_faster_and_costs_at_most_one_point() -> None:
+    fp32 = _candidate(0.85, 8.6)
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.845, 5.1)}) == "int8"
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.83, 5.1)}) == "fp32"
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.85, 9.5)}) == "fp32"
+    # An explicit choice is obeyed.
+    assert choose_variant("int8", {"fp32": fp32, "int8": _candidate(0.5, 20.0)}) == "int8"
+    assert choose_variant("auto", {"fp32": fp32}) == "fp32"
+
+
+def test_cross_validated_ece_is_low_for_calibrated_and_high_for_overconfident_logits() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), y] += 1.5
+    folds = stratified_folds(y, 5, 0)
+    # Each fold's temperature is refitted on the others, so scaling the logits barely matters.
+    assert cross_validated_ece(logits * 8, y, folds) < 0.06
+    raw = softmax(logits * 8)
+    assert expected_calibration_error(raw.max(1), raw.argmax(1) == y) > 0.2

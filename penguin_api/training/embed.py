@@ -49,7 +49,8 @@ class EmbeddingCache:
     def get(self, paths: Sequence[Path], view_indices: Iterable[int], seed: int) -> np.ndarray:
         """Embeddings ``[len(views), len(paths), 1281]``, computing any that are missing.
 
-        A photo the service could not decode either gets rows of NaN (and a warning).
+        A photo the service could not decode either gets rows of NaN (and a warning);
+        it is tried again on the next run, since the decoder may have learnt its format.
         """
         ids = [photo_id(p) for p in paths]
         keys = [views.view_key(v, seed) for v in view_indices]
@@ -57,7 +58,7 @@ class EmbeddingCache:
         todo = [
             (p, pid)
             for p, pid in zip(paths, ids, strict=True)
-            if any(pid not in stores[k] for k in keys)
+            if any(_missing(stores[k], pid) for k in keys)
         ]
         if todo:
             log.info("embedding %d photos x %d views", len(todo), len(keys))
@@ -80,7 +81,7 @@ class EmbeddingCache:
                 if img is None:
                     stores[key][pid] = np.full(FEATURE_WIDTH, np.nan, np.float32)
                     continue
-                if pid not in stores[key]:
+                if _missing(stores[key], pid):
                     batch.append(views.make_view(img, index, seed, pid))
                     slots.append((key, pid))
             if batch and (len(batch) >= BATCH or done == len(todo)):
@@ -115,6 +116,12 @@ class EmbeddingCache:
         tmp = self._path(key).with_suffix(".tmp.npz")
         np.savez(tmp, **store)
         tmp.replace(self._path(key))
+
+
+def _missing(store: dict[str, np.ndarray], pid: str) -> bool:
+    """No usable embedding yet: never computed, or the photo could not be decoded then."""
+    row = store.get(pid)
+    return row is None or bool(np.isnan(row[0]))
 
 
 def _embedder_session(threads: int):

@@ -8,7 +8,9 @@ What is tuned on what:
 - gate head: penguin photos of train (+ unspecified, excluded species) against
   not_penguin/train; its mix with the ImageNet king-penguin score from out-of-fold
   train predictions;
-- temperature: val.
+- temperature: out-of-fold species logits of the chosen L2 over train + val (about
+  six times as many photos as val alone, so a steadier fit); its cross-validated
+  ECE fits the temperature on the other folds' logits and scores each fold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from penguin_api.training.heads import (
     fit_binary,
     fit_softmax,
     fit_temperature,
+    softmax,
 )
+from penguin_api.training.metrics import expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Fitted:
     temperature: float
     chosen: dict = field(default_factory=dict)
     cv: list[dict] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -73,17 +78,22 @@ def cross_validate(
     k: int,
     seed: int,
     grid: list[tuple[float, bool]] | None = None,
-) -> list[dict]:
-    """Out-of-fold top-1 and NLL (on each photo's centre view) for each (l2, balanced)."""
+) -> tuple[list[dict], list[np.ndarray], np.ndarray]:
+    """Out-of-fold top-1 and NLL (on each photo's centre view) for each (l2, balanced).
+
+    Also returns the out-of-fold logits per grid row and the fold of each photo.
+    """
     grid = grid or list(itertools.product(L2_GRID, BALANCED_GRID))
     folds = stratified_folds(y, k, seed)
-    results = []
+    results, oof_all = [], []
     for l2, balanced in grid:
         correct, nll = 0, 0.0
+        oof = np.empty((len(y), n_classes))
         for f in range(k):
             tr, te = folds != f, folds == f
             x, yy = stack_views(views[:, tr], y[tr])
             logits = fit_softmax(x, yy, n_classes, l2, balanced)(views[0, te])
+            oof[te] = logits
             z = logits - logits.max(1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(1, keepdims=True))
             correct += int((logits.argmax(1) == y[te]).sum())
@@ -96,7 +106,21 @@ def cross_validate(
         }
         log.info("  cv %s", row)
         results.append(row)
-    return results
+        oof_all.append(oof)
+    return results, oof_all, folds
+
+
+def cross_validated_ece(logits: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
+    """ECE of out-of-fold probabilities, each fold scaled by a temperature fitted on the others."""
+    conf = np.empty(len(y))
+    correct = np.empty(len(y), dtype=bool)
+    for f in np.unique(folds):
+        te = folds == f
+        t = fit_temperature(logits[~te], y[~te])
+        probs = softmax(logits[te] / t)
+        conf[te] = probs.max(1)
+        correct[te] = probs.argmax(1) == y[te]
+    return expected_calibration_error(conf, correct)
 
 
 def fit_gate(
@@ -140,12 +164,18 @@ def fit_all(
     pooled = np.concatenate([train[:, :, emb], val[:, :, emb]], axis=1)
     y_pooled = np.concatenate([y_train, y_val])
     log.info("cross-validating the species head on %d photos", len(y_pooled))
-    cv = cross_validate(pooled, y_pooled, n_classes, folds, seed, grid)
-    best = max(cv, key=lambda r: (r["top1"], -r["nll"]))
+    cv, oof, fold_of = cross_validate(pooled, y_pooled, n_classes, folds, seed, grid)
+    best_i = max(range(len(cv)), key=lambda i: (cv[i]["top1"], -cv[i]["nll"]))
+    best = cv[best_i]
     x, yy = stack_views(train[:, :, emb], y_train)
     species = fit_softmax(x, yy, n_classes, best["l2"], best["balanced"])
-    temperature = fit_temperature(species(val[0, :, emb]), y_val)
-    log.info("chosen %s, temperature %.3f", best, temperature)
+    temperature = fit_temperature(oof[best_i], y_pooled)
+    calibration = {
+        "temperature_fitted_on": f"out-of-fold logits of {len(y_pooled)} train+val photos",
+        "temperature_val_only": round(fit_temperature(species(val[0, :, emb]), y_val), 4),
+        "cross_validated_ece": round(cross_validated_ece(oof[best_i], y_pooled, fold_of), 4),
+    }
+    log.info("chosen %s, temperature %.3f, %s", best, temperature, calibration)
     gate, mix = fit_gate(gate_train[:, :, emb], gate_train[0, :, -1], gate_y, folds, seed)
     return Fitted(
         species,
@@ -154,4 +184,5 @@ def fit_all(
         temperature,
         chosen={"l2": best["l2"], "balanced": best["balanced"]},
         cv=cv,
+        calibration=calibration,
     )

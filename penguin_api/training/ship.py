@@ -17,7 +17,9 @@ from penguin_api.training.heads import pick_threshold
 log = logging.getLogger(__name__)
 
 INT8_MAX_DROP = 0.01
-CALIBRATION_PHOTOS = 64
+#: More photos give steadier activation ranges: with 64, int8 agreed with fp32 on 95 %
+#: of val photos; with 160, 96 % (and val top-1 equal to fp32).
+CALIBRATION_PHOTOS = 160
 
 
 def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> None:
@@ -57,7 +59,7 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
                 threshold,
                 results[kind]["latency_ms"],
             )
-        chosen = _choose(args.quantize, results)
+        chosen = choose_variant(args.quantize, results)
         shipped = install(results[chosen]["path"], args.out, card_mod.MODEL_FILE)
     version = args.version or dt.date.today().strftime("%Y.%m.%d")
     training = {
@@ -82,11 +84,12 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
             "species_head_hyperparameters": f"{args.folds}-fold cross-validation on train+val",
             "species_head_weights": "train",
             "gate_head": "train (+ penguin_unspecified, excluded species)",
-            "temperature": "val",
+            "temperature": "out-of-fold species logits (train + val, chosen L2)",
             "gate_threshold": "val (penguins/val against not_penguin/val)",
             "int8_calibration": f"{CALIBRATION_PHOTOS} train photos",
         },
         "cross_validation": fitted.cv,
+        "calibration": fitted.calibration,
         "candidates": {
             k: {"val_top1": round(v["top1"], 4), "latency_ms_1_thread": v["latency_ms"]}
             for k, v in results.items()
@@ -119,10 +122,15 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
     card["metrics"] = {
         "val": {"species": _summary(report["species"]), "gate": report["gate"]},
         "latency_ms_1_thread": {k: v["latency_ms"] for k, v in results.items()},
+        "cross_validated": {
+            "species_top1": max(r["top1"] for r in fitted.cv),
+            "ece": fitted.calibration.get("cross_validated_ece"),
+        },
         "notes": "val is small (a few photos for the rare species): one photo moves a "
-        "species' recall by 15-100 points. Temperature and threshold were fitted on val, "
-        "so val ECE and gate rates are optimistic; the cross-validation figures are the "
-        "less biased estimate of species top-1.",
+        "species' recall by 15-100 points and ECE by about 0.01. The temperature was "
+        "fitted on out-of-fold logits of train+val and the threshold on val, so val gate "
+        "rates are optimistic; the cross-validated figures are the less biased estimates "
+        "of species top-1 and ECE.",
     }
     training["duration_s"] = round(time.monotonic() - started, 1)
     card_mod.write_card(card, args.out)
@@ -140,11 +148,17 @@ def _summary(species: dict) -> dict:
     return {k: v for k, v in species.items() if k != "reliability"}
 
 
-def _choose(mode: str, results: dict) -> str:
+def choose_variant(mode: str, results: dict) -> str:
+    """The variant to ship: as asked, or (``auto``) int8 when it costs at most one point
+    of val top-1 AND is faster than fp32 (CPU-time median; steadier than wall time on
+    shared cores). A slower int8 buys nothing, whatever its accuracy."""
     if mode != "auto" or "int8" not in results:
         return mode if mode in results else "fp32"
     drop = results["fp32"]["top1"] - results["int8"]["top1"]
-    return "int8" if drop <= INT8_MAX_DROP + 1e-9 else "fp32"
+    faster = (
+        results["int8"]["latency_ms"]["cpu_median"] < results["fp32"]["latency_ms"]["cpu_median"]
+    )
+    return "int8" if drop <= INT8_MAX_DROP + 1e-9 and faster else "fp32"
 
 
 def _calibration_batches(train, seed: int) -> list[np.ndarray]:
