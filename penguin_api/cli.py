@@ -13,7 +13,7 @@ import sys
 
 #: subcommand -> (module that implements it, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("penguin_api.serve", "run the API under Gunicorn with gunicorn.conf.py"),
+    "serve": ("penguin_api.serve", "run the API under Gunicorn with the project's settings"),
     "predict": ("penguin_api.predict", "classify photos locally, one JSON line per photo"),
     "evaluate": ("penguin_api.training.evaluate", "score a model on a folder-per-species tree"),
     "train": ("penguin_api.training.train", "build the model from labelled photos"),

@@ -1,6 +1,6 @@
 """Prometheus metrics, correct across Gunicorn workers (prometheus-client multiprocess mode).
 
-Under Gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory
+Under Gunicorn, penguin_api.gunicorn_config points PROMETHEUS_MULTIPROC_DIR at a fresh directory
 before anything imports prometheus_client, so each worker writes its samples to files
 that /metrics sums. Without it (tests in one process, the CLI) the default registry is used.
 """
