@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -61,7 +62,9 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
             )
         chosen = choose_variant(args.quantize, results)
         shipped = install(results[chosen]["path"], args.out, card_mod.MODEL_FILE)
-    version = args.version or dt.date.today().strftime("%Y.%m.%d")
+    # The date says when; the checksum prefix tells apart two models built the same day.
+    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]
+    version = args.version or f"{dt.date.today():%Y.%m.%d}+{digest}"
     training = {
         "command": "penguin-api train " + " ".join(_argv(args)),
         "seed": args.seed,

@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: int8 if it costs at most one point of val top-1",
     )
-    parser.add_argument("--version", default=None, help="model version (default: date)")
+    parser.add_argument(
+        "--version", default=None, help="model version (default: build date + SHA-256 prefix)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small hyper-parameter grid (for tests and smoke runs)"
     )
