@@ -19,7 +19,6 @@ import argparse
 import json
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -53,17 +52,9 @@ def predict(base_url: str, photo: bytes, timeout: float = 120.0) -> dict:
     }
 
 
-def _accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def _first_prediction(base_url: str, port: int, photo: bytes, t0: float, proc, timeout: float):
     """Time to the port accepting, then to the first answered /predict, both from t0."""
-    launch.wait_until(lambda: _accepting(port), proc, timeout, "accepting connections")
+    launch.wait_until(lambda: launch.accepting(port), proc, timeout, "accepting connections")
     listen_s = time.perf_counter() - t0
     while True:  # a container's port may be forwarded before the server behind it listens
         try:

@@ -30,6 +30,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def accepting(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port` right now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def start_gunicorn(port: int, log_path: Path, env: Mapping[str, str] | None = None):
     """Popen of `gunicorn -c gunicorn.conf.py penguin_api.wsgi:app` on 127.0.0.1:`port`."""
     full = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}

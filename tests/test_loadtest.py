@@ -7,7 +7,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from PIL import Image
 
 from loadtests import shapes
 from loadtests.images import GENERATED_SIZES, PhotoPool, find_images, generated_photos
+from loadtests.launch import accepting
 from loadtests.recording import parse_server_timing
 from tests.server import REPO_ROOT, Server, running_server
 
@@ -166,21 +166,13 @@ def test_make_loadtest_runs_locust_against_gunicorn_and_writes_the_report(
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
 
-def _accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.loadtest
 def test_coldstart_url_mode_flags_the_first_request_a_fresh_worker_serves(
     model_dir: Path, tmp_path: Path
 ) -> None:
     # One worker, and no readiness probe: the first request it sees is ours.
     with running_server(workers=1, model_dir=model_dir, wait_ready=False) as srv:
-        srv.wait_for(lambda: _accepting(srv.port), 60, "listening")
+        srv.wait_for(lambda: accepting(srv.port), 60, "listening")
         cmd = [
             sys.executable,
             "-m",
