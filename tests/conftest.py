@@ -1,7 +1,9 @@
-"""Shared fixtures: a real server, the shared photo set, sample images made on the fly."""
+"""Shared fixtures: a real server, the shared photo set, sample images made on the fly,
+the Makefile run against a recording gcloud."""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.fake_gcloud import run_make
 from tests.server import DEFAULT_MODEL_DIR, REPO_ROOT, Server, model_available, running_server
 
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -54,3 +57,9 @@ def small_jpeg() -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+@pytest.fixture
+def make(tmp_path: Path):
+    """`make(target, NAME=value, ...)` with the recording gcloud; returns a MakeRun."""
+    return functools.partial(run_make, tmp_path)

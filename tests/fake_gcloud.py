@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKES = REPO_ROOT / "tests" / "fakes"
@@ -35,6 +38,9 @@ DEFAULT_DEPLOY_FLAGS = [
     "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1,TIMEOUT=30",
     "--allow-unauthenticated",
 ]
+# Every deploy test runs the real Makefile.
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
 BUILD = ["builds", "submit", f"--project={PROJECT}", f"--tag={IMAGE}", "."]
 
 

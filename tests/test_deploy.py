@@ -7,8 +7,6 @@ Blue-green (deploy-candidate, promote, rollback) is in test_deploy_bluegreen.py.
 
 from __future__ import annotations
 
-import functools
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,16 +24,10 @@ from tests.fake_gcloud import (
     TAG,
     WHERE,
     flags_of,
-    run_make,
+    needs_make,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-
-
-@pytest.fixture
-def make(tmp_path: Path):
-    """`make(target, NAME=value, ...)` with the recording gcloud; returns a MakeRun."""
-    return functools.partial(run_make, tmp_path)
+pytestmark = needs_make
 
 
 # --- deploy -----------------------------------------------------------------------------

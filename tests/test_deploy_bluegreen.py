@@ -7,12 +7,6 @@ Each test runs the real `make` target with a recording fake gcloud on PATH
 
 from __future__ import annotations
 
-import functools
-import shutil
-from pathlib import Path
-
-import pytest
-
 from tests.fake_gcloud import (
     BUILD,
     DEFAULT_DEPLOY_FLAGS,
@@ -20,17 +14,11 @@ from tests.fake_gcloud import (
     REGION,
     TAG,
     WHERE,
-    run_make,
+    needs_make,
     traffic,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-
-
-@pytest.fixture
-def make(tmp_path: Path):
-    """`make(target, NAME=value, ...)` with the recording gcloud; returns a MakeRun."""
-    return functools.partial(run_make, tmp_path)
+pytestmark = needs_make
 
 
 # --- blue-green ---------------------------------------------------------------------------
