@@ -1,6 +1,6 @@
 """HTTP load for the benchmark: closed-loop clients and an open-loop fixed-rate run.
 
-Kept deliberately thin (http.client, bodies encoded once up front) so that the client's
+Kept deliberately thin (plain sockets, bodies encoded once up front) so that the client's
 own CPU, which shares the cores with the server, stays a small part of each request.
 """
 
@@ -58,6 +58,16 @@ class LoadResult:
     def fail(self, status: int) -> None:
         self.errors += 1
         self.error_statuses[str(status)] = self.error_statuses.get(str(status), 0) + 1
+
+    def record(self, status: int, latency_ms: float, timing: str | None) -> None:
+        """Count one answer: a failure by its status, or a completion with its latency."""
+        if status != 200:
+            self.fail(status)
+            return
+        self.count += 1
+        self.latencies_ms.append(latency_ms)
+        if timing:
+            self.server_timing.append(timing)
 
     def add(self, other: LoadResult) -> None:
         self.seconds += other.seconds
@@ -149,13 +159,7 @@ def closed_loop(
             status, timing = client.post(uploads[i % len(uploads)])
             t1 = time.perf_counter()
             i += 1
-            if status != 200:
-                local.fail(status)
-                continue
-            local.count += 1
-            local.latencies_ms.append((t1 - t0) * 1000)
-            if timing:
-                local.server_timing.append(timing)
+            local.record(status, (t1 - t0) * 1000, timing)
         with lock:
             result.add(local)
 
@@ -191,13 +195,7 @@ def open_loop(
         end = time.perf_counter()
         with lock:
             result.late_ms.append((start - due) * 1000)
-            if status != 200:
-                result.fail(status)
-                return
-            result.count += 1
-            result.latencies_ms.append((end - due) * 1000)
-            if timing:
-                result.server_timing.append(timing)
+            result.record(status, (end - due) * 1000, timing)
 
     origin = time.perf_counter()
     with ThreadPoolExecutor(max_workers=32) as pool:
