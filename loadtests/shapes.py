@@ -103,11 +103,3 @@ def build(
     if name == "idle-gaps":
         return IdleGaps(users, duration, idle_gap=idle_gap, burst=burst)
     return SHAPES[name](users, duration)
-
-
-def peak_users(shape, step: float = 1.0) -> int:
-    """The most users the shape ever asks for (sampled every `step` s)."""
-    t, peak = 0.0, 0
-    while (n := shape.users_at(t)) is not None:
-        peak, t = max(peak, n), t + step
-    return peak
