@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 import hashlib
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,13 +28,12 @@ CALIBRATION_PHOTOS = 160
 def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> None:
     """Export the candidates, choose one, evaluate it as the service would, write the card."""
     from penguin_api.training.evaluate import evaluate, score_files
-    from penguin_api.training.train import install, scratch_dir
 
     net = build_net(backbone, fitted.species, fitted.gate, fitted.gate_mix, fitted.temperature)
     val_files = [s.path for s in data.gate_val]
     is_penguin = np.array([s.is_penguin for s in data.gate_val])
     y_val = np.array([s.label for s in data.val])
-    with scratch_dir() as tmp:
+    with tempfile.TemporaryDirectory(prefix="penguin-train-") as tmp:
         candidates = {"fp32": Path(tmp) / "fp32.onnx"}
         export_onnx(net, candidates["fp32"])
         if args.quantize != "fp32":
@@ -61,7 +62,7 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
                 results[kind]["latency_ms"],
             )
         chosen = choose_variant(args.quantize, results)
-        shipped = install(results[chosen]["path"], args.out, card_mod.MODEL_FILE)
+        shipped = _install(results[chosen]["path"], args.out, card_mod.MODEL_FILE)
     # The date says when; the checksum prefix tells apart two models built the same day.
     digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]
     version = args.version or f"{dt.date.today():%Y.%m.%d}+{digest}"
@@ -211,3 +212,11 @@ def _argv(args: argparse.Namespace) -> list[str]:
     if args.quick:
         out.append("--quick")
     return out
+
+
+def _install(src: Path, out: Path, name: str) -> Path:
+    """Copy a finished model file into the output folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / name
+    shutil.copyfile(src, dest)
+    return dest

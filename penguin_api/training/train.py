@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -129,16 +127,3 @@ def _embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
         setattr(data, name, kept)
         out[name] = table[:, [row[s.path] for s in kept]]
     return out
-
-
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    """A temporary folder for candidate model files."""
-    return tempfile.TemporaryDirectory(prefix="penguin-train-")
-
-
-def install(src: Path, out: Path, name: str) -> Path:
-    """Copy a finished model file into the output folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    dest = out / name
-    shutil.copyfile(src, dest)
-    return dest
