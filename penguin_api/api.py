@@ -85,7 +85,7 @@ def stage(name: str) -> Iterator[None]:
     finally:
         elapsed = time.perf_counter() - started
         g.timings[name] = g.timings.get(name, 0.0) + elapsed
-        metrics.STAGE_SECONDS.labels(name).observe(elapsed)
+        metrics.child(metrics.STAGE_SECONDS, name).observe(elapsed)
 
 
 def _classifier() -> Classifier:
@@ -126,13 +126,13 @@ def _decode(upload: FileStorage, size: int) -> np.ndarray:
 
 def _count(prediction: Prediction) -> None:
     if prediction.is_penguin:
-        metrics.PREDICTIONS.labels(prediction.species).inc()
+        metrics.child(metrics.PREDICTIONS, prediction.species).inc()
     else:
         metrics.NON_PENGUIN.inc()
 
 
 def _count_refusal(exc: errors.ApiError) -> None:
-    metrics.IMAGE_ERRORS.labels(exc.problem.slug).inc()
+    metrics.child(metrics.IMAGE_ERRORS, exc.problem.slug).inc()
 
 
 @bp.post("/predict")

@@ -8,6 +8,7 @@ that /metrics sums. Without it (tests in one process, the CLI) the default regis
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +69,23 @@ COLD_STARTS = Counter(
     "penguin_worker_cold_starts",
     "Workers that served their first request.",
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per label set and then reused.
+
+    `labels()` validates, stringifies and takes a lock on every call; the request path
+    asks for the same few label sets thousands of times. The child's value checks the
+    pid on every write, so a cached child stays correct in forked workers.
+    """
+    key = (id(metric), values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def exposition(multiproc_dir: Path | None) -> tuple[bytes, str]:

@@ -31,6 +31,8 @@ _PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _ACCESS_REQUEST_ATOMS = frozenset({"{x-cloud-trace-context}i", "{traceparent}i"})
 # LogRecord attributes that are not user-supplied `extra` fields.
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+#: json.dumps(entry, default=str, ensure_ascii=False), without building an encoder per line.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encode(entry)
 
     def _access_fields(self, atoms: Mapping[str, Any]) -> dict[str, Any]:
         """Gunicorn's access-log atoms as Cloud Logging's `httpRequest`."""
@@ -249,32 +251,34 @@ def init_app(app: Any) -> None:
     def _start() -> None:
         g.started = time.perf_counter()
         g.timings = {}
-        g.request_id = request_id_from(request.headers.get("X-Request-Id"))
+        headers = request.headers
+        g.request_id = request_id_from(headers.get("X-Request-Id"))
         g.log_tokens = bind_request(
             g.request_id,
-            parse_trace(
-                request.headers.get("X-Cloud-Trace-Context"), request.headers.get("traceparent")
-            ),
+            parse_trace(headers.get("X-Cloud-Trace-Context"), headers.get("traceparent")),
         )
 
     @app.after_request
     def _finish(response: Any) -> Any:
-        timings = dict(g.get("timings") or {})
-        total = time.perf_counter() - g.get("started", time.perf_counter())
-        timings["total"] = total
-        response.headers["X-Request-Id"] = g.get("request_id") or request_id_from(None)
-        response.headers["X-Instance-Id"] = instance_id()
-        response.headers["Server-Timing"] = ", ".join(
-            f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items()
-        )
+        state = g._get_current_object()  # one context lookup, not one per attribute
+        req = request._get_current_object()
+        total = time.perf_counter() - getattr(state, "started", time.perf_counter())
+        timings = getattr(state, "timings", None) or {}
+        server_timing = [f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items()]
+        server_timing.append(f"total;dur={total * 1000:.1f}")
+        headers = response.headers
+        headers["X-Request-Id"] = getattr(state, "request_id", None) or request_id_from(None)
+        headers["X-Instance-Id"] = instance_id()
+        headers["Server-Timing"] = ", ".join(server_timing)
         # Probes and scrapes do not use up the flag: the first real request a worker
         # serves is the one a client sees as cold.
-        if request.path not in _PROBE_PATHS and first_request():
-            response.headers["X-Cold-Start"] = "1"
+        if req.path not in _PROBE_PATHS and first_request():
+            headers["X-Cold-Start"] = "1"
             metrics.COLD_STARTS.inc()
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(endpoint).observe(total)
+        rule = req.url_rule
+        endpoint = rule.rule if rule else "unmatched"
+        metrics.child(metrics.REQUESTS, endpoint, req.method, str(response.status_code)).inc()
+        metrics.child(metrics.REQUEST_SECONDS, endpoint).observe(total)
         return response
 
     @app.teardown_request
