@@ -191,11 +191,29 @@ def configure_logging(level: str = "INFO", project: str | None = None) -> None:
     root.addHandler(handler)
 
 
+class _AccessAtoms(dict):
+    """Access-line atoms as Gunicorn's SafeAtoms presents them ('-' for one not collected).
+
+    Built escaped in place, so Gunicorn need not copy them into a SafeAtoms per request.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
 def gunicorn_logger_class(project: str | None) -> type:
     """A Gunicorn logger whose error and access logs are JSON lines on stdout."""
     from gunicorn.glogging import Logger as _GunicornLogger  # only the server needs gunicorn
+    from gunicorn.glogging import SafeAtoms
+
+    def wrap_atoms(atoms: Mapping[str, Any]) -> Mapping[str, Any]:
+        return atoms if isinstance(atoms, _AccessAtoms) else SafeAtoms(atoms)
 
     class JsonGunicornLogger(_GunicornLogger):
+        atoms_wrapper_class = staticmethod(wrap_atoms)
+
         def atoms(self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: Any):
             """Only the atoms the JSON access line uses (JsonFormatter._access_fields).
 
@@ -205,17 +223,19 @@ def gunicorn_logger_class(project: str | None) -> type:
             status = resp.status
             if isinstance(status, str):
                 status = status.split(None, 1)[0]
-            atoms: dict[str, Any] = {
-                "h": environ.get("REMOTE_ADDR", "-"),
-                "m": environ.get("REQUEST_METHOD"),
-                "U": environ.get("PATH_INFO"),
-                "q": environ.get("QUERY_STRING"),
-                "H": environ.get("SERVER_PROTOCOL"),
-                "s": status,
-                "B": getattr(resp, "sent", None),
-                "a": environ.get("HTTP_USER_AGENT", "-"),
-                "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
-            }
+            atoms = _AccessAtoms(
+                {
+                    "h": environ.get("REMOTE_ADDR", "-"),
+                    "m": environ.get("REQUEST_METHOD"),
+                    "U": environ.get("PATH_INFO"),
+                    "q": environ.get("QUERY_STRING"),
+                    "H": environ.get("SERVER_PROTOCOL"),
+                    "s": status,
+                    "B": getattr(resp, "sent", None),
+                    "a": environ.get("HTTP_USER_AGENT", "-"),
+                    "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
+                }
+            )
             for name, value in getattr(req, "headers", ()):
                 key = f"{{{name.lower()}}}i"
                 if key in _ACCESS_REQUEST_ATOMS:
@@ -223,6 +243,9 @@ def gunicorn_logger_class(project: str | None) -> type:
             for name, value in resp.headers:
                 if name.lower() == "x-request-id":
                     atoms["{x-request-id}o"] = value
+            for key, value in atoms.items():  # what SafeAtoms does to each string
+                if isinstance(value, str) and '"' in value:
+                    atoms[key] = value.replace('"', '\\"')
             return atoms
 
         def setup(self, cfg: Any) -> None:
