@@ -3,12 +3,13 @@
 Order: model alone and decode (one core, nothing else of ours running), then the floor
 pool, the service and the FastAPI alternative all started, and measured in interleaved
 rounds (floor, service, alternative, ...) so that whatever else the machine is doing
-weighs on all of them alike; then the open-loop run; then memory.
+weighs on all of them alike; then the service's open loop at 5 req/s, then the floor's
+alone at the same rate; then memory.
 
     python -m bench.run [--seconds 15] [--out reports/bench.json]
 
 BENCH_SECONDS (default 15) is the length of one measured phase; the run takes about
-eight phases plus ~20 s of start-up (BENCH_SECONDS=15: about 2.5 minutes).
+nine phases plus ~20 s of start-up (BENCH_SECONDS=15: about 2.7 minutes).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def measure_models(cfg: BenchSettings, inputs: np.ndarray, scratch: Path) -> dic
 
 
 def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
-    """Floor, service and alternative in interleaved rounds; then open loop and memory."""
+    """Floor, service and alternative in interleaved rounds; then open loops and memory."""
     small = [multipart(p.data) for p in photos.small]
     large = [multipart(p.data) for p in photos.large]
     window = cfg.seconds / 3
@@ -144,12 +145,16 @@ def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
             _log(f"open loop: {OPEN_LOOP_RATE} req/s for {2 * cfg.seconds:.0f} s")
             workers = srv.worker_pids()
             before = sched_ns(workers)
-            # The floor takes the same arrivals in-process at the same time: what the
-            # machine's own noise does to p99 with no HTTP at all.
-            floor_paced = floor.paced_async(OPEN_LOOP_RATE, 2 * cfg.seconds, seed=5)
             open_result = open_loop(ours, small, OPEN_LOOP_RATE, 2 * cfg.seconds, seed=5)
             after = sched_ns(workers)
-            paced = floor_paced.get(timeout=2 * cfg.seconds + 60)
+            # Then the floor takes the same arrivals in-process, alone: what the machine's
+            # own noise and the photos' spread do to p99 with no HTTP at all. Run at the
+            # same time, the two competed for the same two cores and each widened the
+            # other's tail.
+            _log(f"open loop, floor alone: {OPEN_LOOP_RATE} photos/s for {cfg.seconds:.0f} s")
+            paced = floor.paced_async(OPEN_LOOP_RATE, cfg.seconds, seed=5).get(
+                timeout=cfg.seconds + 60
+            )
             mem = {
                 "service_master": memory(srv.proc.pid),
                 "service_workers": [{"pid": pid, **memory(pid)} for pid in srv.worker_pids()],
