@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -64,7 +63,7 @@ def ship(args: argparse.Namespace, data, backbone, fitted, started: float) -> No
         chosen = choose_variant(args.quantize, results)
         shipped = _install(results[chosen]["path"], args.out, card_mod.MODEL_FILE)
     # The date says when; the checksum prefix tells apart two models built the same day.
-    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]
+    digest = card_mod.sha256_file(shipped)[:8]
     version = args.version or f"{dt.date.today():%Y.%m.%d}+{digest}"
     training = {
         "command": "penguin-api train " + " ".join(_argv(args)),
