@@ -159,3 +159,29 @@ def test_evaluate_on_val_reproduces_the_card_figures(
         assert report["gate"][key] == pytest.approx(want["gate"][key], abs=1e-3), key
     for figure in ("confusion.png", "reliability.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def test_gate_threshold_sits_in_a_wide_gap_on_held_out_photos(
+    card: dict, shared_data: Path
+) -> None:
+    """Held-out penguins score well above the threshold and non-penguins well below it.
+
+    A gate that clears val by a hair fails on the next photo. (An int8 build calibrated
+    on penguins alone once gave every non-penguin the same 0.56, just under its 0.58.)
+    """
+    from penguin_api.training.dataset import list_images, list_images_recursive
+    from penguin_api.training.evaluate import score_files
+
+    model = MODEL_DIR / MODEL_FILE
+    _, penguins, _ = score_files(model, list_images_recursive(shared_data / "penguins" / "val"))
+    _, others, _ = score_files(model, list_images(shared_data / "not_penguin" / "val"))
+    cut = float(_logit(np.array(card["thresholds"]["penguin_score"])))
+    pen, neg = _logit(penguins), _logit(others)
+    assert np.percentile(pen, 5) >= cut + 1.0, "penguins crowd the threshold"
+    assert np.percentile(neg, 95) <= cut - 1.0, "non-penguins crowd the threshold"
+    assert np.median(neg) <= cut - 3.0, "a typical non-penguin is not clearly rejected"
