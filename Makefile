@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 PORT   ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format train evaluate
+.PHONY: help install install-dev run test lint format train evaluate learning-curve
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ EVAL_NEG  ?= $(DATA)/not_penguin/val
 EVAL_OUT  ?= reports/evaluate
 evaluate: install-dev ## evaluate the shipped model on $(EVAL_DATA), report in $(EVAL_OUT)
 	$(BIN)/penguin-api evaluate --data $(EVAL_DATA) --negatives $(EVAL_NEG) --out $(EVAL_OUT)
+
+learning-curve: install-dev ## cross-validated top-1 vs number of training photos -> reports/learning-curve.json
+	$(BIN)/penguin-api learning-curve --data $(DATA) --out reports/learning-curve.json
 
 # --- upload page: browser tests -------------------------------------------------
 # tests/test_web*.py drive the page in Debian's Chromium through Playwright (Playwright's

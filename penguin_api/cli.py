@@ -1,4 +1,4 @@
-"""The `penguin-api` command: serve | predict | evaluate | train.
+"""The `penguin-api` command: serve | predict | evaluate | train | learning-curve.
 
 Each subcommand lives in the module that owns its concern; this file only wires
 them into one argument parser. Heavy imports (torch, gunicorn) happen inside the
@@ -17,6 +17,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("penguin_api.predict", "classify photos locally, one JSON line per photo"),
     "evaluate": ("penguin_api.training.evaluate", "score a model on a folder-per-species tree"),
     "train": ("penguin_api.training.train", "build the model from labelled photos"),
+    "learning-curve": (
+        "penguin_api.training.curve",
+        "cross-validated top-1 against the number of training photos",
+    ),
 }
 
 

@@ -185,3 +185,46 @@ def test_cross_validated_ece_is_low_for_calibrated_and_high_for_overconfident_lo
     assert cross_validated_ece(logits * 8, y, folds) < 0.06
     raw = softmax(logits * 8)
     assert expected_calibration_error(raw.max(1), raw.argmax(1) == y) > 0.2
+
+
+def _blobs(per_class: int, n_classes: int = 4, dim: int = 16, seed: int = 0):
+    """Two noisy views of Gaussian blobs: few photos per class make a noisy head."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (n_classes, dim))
+    y = np.repeat(np.arange(n_classes), per_class)
+    base = centres[y] + rng.normal(0, 1.6, (len(y), dim))
+    views = np.stack([base, base + rng.normal(0, 0.3, base.shape)]).astype(np.float32)
+    return views, y
+
+
+def test_learning_curve_rises_with_the_number_of_training_photos() -> None:
+    from penguin_api.training.curve import learning_curve
+
+    views, y = _blobs(per_class=40)
+    rows = learning_curve(views, y, 4, fractions=(0.1, 1.0), l2=1e-2, folds=4, repeats=3)
+    small, full = rows
+    assert small["train_photos"] < full["train_photos"] == 120
+    assert len(small["top1_per_draw"]) == 3 and len(full["top1_per_draw"]) == 1
+    assert full["top1"] > small["top1"] + 0.05
+
+
+@pytest.mark.slow
+def test_learning_curve_command_reports_each_fraction(subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "curve.json"
+    result = _cli(
+        "learning-curve", "--data", str(subset), "--cache", str(tmp_path / "cache"),
+        "--views", "2", "--folds", "2", "--fractions", "0.5,1", "--repeats", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["fraction"] for r in report["rows"]] == [0.5, 1.0]
+    assert report["rows"][0]["train_photos"] < report["rows"][1]["train_photos"]
+    assert all(0 <= r["top1"] <= 1 for r in report["rows"])
+    assert "top-1" in result.stdout
+
+
+def test_learning_curve_refuses_fractions_outside_zero_to_one() -> None:
+    result = _cli("learning-curve", "--data", "x", "--fractions", "0.5,1.5")
+    assert result.returncode == 2
+    assert "fractions must lie in (0, 1]" in result.stderr

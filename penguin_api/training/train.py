@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cache = embed.EmbeddingCache(args.cache or embed.default_cache_dir(), args.threads)
     view_ids = range(args.views)
-    emb = _embed_all(cache, data, view_ids, args.seed)
+    emb = embed_all(cache, data, view_ids, args.seed)
     backbone = load_backbone()
     grid = [(1e-3, True)] if args.quick else None
     fitted = fit.fit_all(
@@ -109,7 +109,7 @@ def _penguin(samples) -> np.ndarray:
     return np.array([s.is_penguin for s in samples], dtype=bool)
 
 
-def _embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
+def embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
     """[V, N, 1281] embeddings (+ king score) per group; one cache pass over all photos.
 
     Photos the service cannot decode are dropped from ``data`` (and listed in

@@ -1,0 +1,145 @@
+"""`penguin-api learning-curve`: cross-validated top-1 against the number of training photos.
+
+It answers "would more photos help, and how many?" before anyone goes looking for
+them. Each cross-validation fold's training part is cut to a fraction of its photos
+per species (at least two each), the species head is refitted as `penguin-api train`
+fits it (same views, class balancing and cross-validated L2), and the held-out fold is
+scored on its centre views. Embeddings come from the training cache, so a run after
+`penguin-api train` takes a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from penguin_api.training.fit import cross_validate, stack_views, stratified_folds
+from penguin_api.training.heads import fit_softmax
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def learning_curve(
+    views: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    fractions: Sequence[float],
+    l2: float,
+    folds: int = 5,
+    seed: int = 0,
+    repeats: int = 3,
+) -> list[dict]:
+    """Out-of-fold top-1 for each fraction of each fold's training photos.
+
+    ``views`` is ``[V, N, D]`` (view 0 is what the service sees). A fraction below 1 is
+    drawn ``repeats`` times with different seeds; the row keeps each draw's figure.
+    """
+    fold_of = stratified_folds(y, folds, seed)
+    rows = []
+    for fraction in fractions:
+        draws = 1 if fraction >= 1 else repeats
+        scores, photos = [], []
+        for draw in range(draws):
+            rng = np.random.default_rng([seed, draw])
+            correct, used = 0, 0
+            for f in range(folds):
+                train_idx = np.flatnonzero(fold_of != f)
+                test = fold_of == f
+                keep = _subsample(train_idx, y, fraction, rng)
+                used += len(keep)
+                x, yy = stack_views(views[:, keep], y[keep])
+                head = fit_softmax(x, yy, n_classes, l2, balanced=True)
+                correct += int((head(views[0, test]).argmax(1) == y[test]).sum())
+            scores.append(correct / len(y))
+            photos.append(used / folds)
+        row = {
+            "fraction": fraction,
+            "train_photos": round(float(np.mean(photos))),
+            "top1": round(float(np.mean(scores)), 4),
+            "top1_per_draw": [round(s, 4) for s in scores],
+        }
+        log.info("  %s", row)
+        rows.append(row)
+    return rows
+
+
+def _subsample(idx: np.ndarray, y: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """``fraction`` of ``idx`` per class (rounded, at least two, at most all)."""
+    keep = []
+    for c in np.unique(y[idx]):
+        members = idx[y[idx] == c]
+        n = min(len(members), max(2, round(len(members) * fraction)))
+        keep.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `penguin-api learning-curve`."""
+    parser.add_argument("--data", type=Path, required=True, help="data root, as for train")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="embedding cache (default ~/.cache/penguin-api)"
+    )
+    parser.add_argument("--views", type=int, default=10, help="views per photo, as for train")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads to use")
+    parser.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=DEFAULT_FRACTIONS,
+        help="comma-separated fractions of each fold's training photos (default 0.25,0.5,0.75,1)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="draws per fraction below 1")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in text.split(","))
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError("fractions must lie in (0, 1]")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed (or read from the cache), choose L2 as training does, print the curve."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from penguin_api.training import dataset, embed
+    from penguin_api.training.train import embed_all
+
+    data = dataset.load_training_data(args.data)
+    if len(data.labels) < 2:
+        log.error("need at least two species with >= %d train photos", dataset.MIN_TRAIN_PHOTOS)
+        return 2
+    cache = embed.EmbeddingCache(args.cache or embed.default_cache_dir(), args.threads)
+    emb = embed_all(cache, data, range(args.views), args.seed)
+    views = np.concatenate([emb["train"], emb["val"]], axis=1)[:, :, :-1]
+    y = np.array([s.label for s in data.train + data.val], dtype=np.int64)
+    cv, _, _ = cross_validate(views, y, len(data.labels), args.folds, args.seed)
+    l2 = max(cv, key=lambda r: (r["top1"], -r["nll"]))["l2"]
+    rows = learning_curve(
+        views,
+        y,
+        len(data.labels),
+        fractions=args.fractions,
+        l2=l2,
+        folds=args.folds,
+        seed=args.seed,
+        repeats=args.repeats,
+    )
+    print(f"species head L2 {l2:g}, {len(y)} photos, {args.folds}-fold cross-validation")
+    print("fraction  train photos per fold  top-1")
+    for row in rows:
+        print(f"{row['fraction']:8.2f}  {row['train_photos']:21d}  {row['top1']:.3f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"l2": l2, "photos": len(y), "folds": args.folds, "rows": rows}
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
