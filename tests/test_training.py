@@ -228,3 +228,15 @@ def test_learning_curve_refuses_fractions_outside_zero_to_one() -> None:
     result = _cli("learning-curve", "--data", "x", "--fractions", "0.5,1.5")
     assert result.returncode == 2
     assert "fractions must lie in (0, 1]" in result.stderr
+
+
+def test_ece_of_a_perfect_model_is_sampling_noise_that_shrinks_with_more_photos() -> None:
+    from penguin_api.training.metrics import ece_sampling_noise
+
+    rng = np.random.default_rng(3)
+    few = ece_sampling_noise(rng.uniform(0.5, 1.0, 100))
+    many = ece_sampling_noise(rng.uniform(0.5, 1.0, 3000))
+    assert few["mean"] > 0.04 and few["p95"] > few["mean"]
+    assert many["mean"] < 0.02
+    # Certain answers leave nothing to chance.
+    assert ece_sampling_noise(np.ones(50)) == {"mean": 0.0, "p95": 0.0}

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     write_report(report, args.out)
     s, g = report["species"], report["gate"]
     print(
-        f"top-1 {s['top1']:.4f} on {s['n']} photos, ECE {s['ece']:.4f}; "
+        f"top-1 {s['top1']:.4f} on {s['n']} photos, ECE {s['ece']:.4f} "
+        f"(a perfectly calibrated model would read "
+        f"{s['ece_if_perfectly_calibrated']['mean']:.4f} on these photos); "
         f"gate pass {g.get('penguin_pass_rate', float('nan')):.4f}, "
         f"false pass {g.get('negative_false_pass_rate', float('nan')):.4f}; "
         f"report in {args.out}"

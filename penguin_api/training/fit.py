@@ -28,7 +28,7 @@ from penguin_api.training.heads import (
     fit_temperature,
     softmax,
 )
-from penguin_api.training.metrics import expected_calibration_error
+from penguin_api.training.metrics import ece_sampling_noise, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +110,19 @@ def cross_validate(
     return results, oof_all, folds
 
 
-def cross_validated_ece(logits: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
-    """ECE of out-of-fold probabilities, each fold scaled by a temperature fitted on the others."""
-    conf = np.empty(len(y))
-    correct = np.empty(len(y), dtype=bool)
+def cross_validated_probs(logits: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Out-of-fold probabilities, each fold scaled by a temperature fitted on the others."""
+    probs = np.empty_like(logits, dtype=np.float64)
     for f in np.unique(folds):
         te = folds == f
-        t = fit_temperature(logits[~te], y[~te])
-        probs = softmax(logits[te] / t)
-        conf[te] = probs.max(1)
-        correct[te] = probs.argmax(1) == y[te]
-    return expected_calibration_error(conf, correct)
+        probs[te] = softmax(logits[te] / fit_temperature(logits[~te], y[~te]))
+    return probs
+
+
+def cross_validated_ece(logits: np.ndarray, y: np.ndarray, folds: np.ndarray) -> float:
+    """ECE of :func:`cross_validated_probs`."""
+    probs = cross_validated_probs(logits, y, folds)
+    return expected_calibration_error(probs.max(1), probs.argmax(1) == y)
 
 
 def fit_gate(
@@ -174,6 +176,9 @@ def fit_all(
         "temperature_fitted_on": f"out-of-fold logits of {len(y_pooled)} train+val photos",
         "temperature_val_only": round(fit_temperature(species(val[0, :, emb]), y_val), 4),
         "cross_validated_ece": round(cross_validated_ece(oof[best_i], y_pooled, fold_of), 4),
+        "cross_validated_ece_if_perfectly_calibrated": ece_sampling_noise(
+            cross_validated_probs(oof[best_i], y_pooled, fold_of).max(1)
+        ),
     }
     log.info("chosen %s, temperature %.3f, %s", best, temperature, calibration)
     gate, mix = fit_gate(gate_train[:, :, emb], gate_train[0, :, -1], gate_y, folds, seed)
