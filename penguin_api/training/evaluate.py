@@ -176,4 +176,5 @@ def write_report(report: dict, out: Path) -> None:
     plot_confusion(
         np.array(s["confusion"]["matrix"]), s["confusion"]["labels"], out / "confusion.png"
     )
-    plot_reliability(s["reliability"], s["ece"], out / "reliability.png")
+    noise = s.get("ece_if_perfectly_calibrated", {}).get("mean")
+    plot_reliability(s["reliability"], s["ece"], out / "reliability.png", noise)

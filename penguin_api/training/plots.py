@@ -44,8 +44,11 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_reliability(bins: list[dict], ece: float, path: Path) -> None:
-    """Accuracy against confidence per bin, bar width = bin, with photo counts."""
+def plot_reliability(
+    bins: list[dict], ece: float, path: Path, ece_if_calibrated: float | None = None
+) -> None:
+    """Accuracy against confidence per bin, bar width = bin, with photo counts; the title
+    also gives the ECE a perfectly calibrated model would show on as many photos."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for b in bins:
@@ -69,7 +72,10 @@ def plot_reliability(bins: list[dict], ece: float, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top species)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {ece:.3f}); numbers = photos per bin", pad=14)
+    title = f"Reliability (ECE {ece:.3f}); numbers = photos per bin"
+    if ece_if_calibrated is not None:
+        title += f"\na perfectly calibrated model averages ECE {ece_if_calibrated:.3f} here"
+    ax.set_title(title, pad=14, fontsize=10)
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
