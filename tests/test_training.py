@@ -201,7 +201,7 @@ def test_learning_curve_rises_with_the_number_of_training_photos() -> None:
     from penguin_api.training.curve import learning_curve
 
     views, y = _blobs(per_class=40)
-    rows = learning_curve(views, y, 4, fractions=(0.1, 1.0), l2=1e-2, folds=4, repeats=3)
+    rows = learning_curve(views, y, 4, fractions=(0.1, 1.0), l2_grid=(1e-2,), folds=4, repeats=3)
     small, full = rows
     assert small["train_photos"] < full["train_photos"] == 120
     assert len(small["top1_per_draw"]) == 3 and len(full["top1_per_draw"]) == 1
@@ -224,10 +224,21 @@ def test_learning_curve_command_reports_each_fraction(subset: Path, tmp_path: Pa
     assert "top-1" in result.stdout
 
 
-def test_learning_curve_refuses_fractions_outside_zero_to_one() -> None:
-    result = _cli("learning-curve", "--data", "x", "--fractions", "0.5,1.5")
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--fractions", "0.5,1.5", "fractions must lie in (0, 1]"),
+        ("--fractions", "half", "not a list of numbers"),
+        ("--repeats", "0", "must be at least 1"),
+        ("--folds", "1", "must be at least 2"),
+    ],
+)
+def test_learning_curve_refuses_options_it_cannot_use(
+    option: str, value: str, message: str
+) -> None:
+    result = _cli("learning-curve", "--data", "x", option, value)
     assert result.returncode == 2
-    assert "fractions must lie in (0, 1]" in result.stderr
+    assert message in result.stderr
 
 
 def test_ece_of_a_perfect_model_is_sampling_noise_that_shrinks_with_more_photos() -> None:
@@ -240,3 +251,52 @@ def test_ece_of_a_perfect_model_is_sampling_noise_that_shrinks_with_more_photos(
     assert many["mean"] < 0.02
     # Certain answers leave nothing to chance.
     assert ece_sampling_noise(np.ones(50)) == {"mean": 0.0, "p95": 0.0}
+
+
+def test_ece_sampling_noise_bins_photos_as_the_ece_itself_does() -> None:
+    from penguin_api.training.metrics import ECE_NOISE_DRAWS, ece_sampling_noise
+
+    conf = np.random.default_rng(5).uniform(0.0, 1.0, 60).astype(np.float32)
+    conf[:3] = [0.0, 0.1, 1.0]  # bin edges
+    draws = np.random.default_rng(0).random((ECE_NOISE_DRAWS, len(conf))) < conf
+    direct = [expected_calibration_error(conf, d) for d in draws]
+    got = ece_sampling_noise(conf)
+    assert got["mean"] == pytest.approx(np.mean(direct), abs=1e-4)
+    assert got["p95"] == pytest.approx(np.percentile(direct, 95), abs=1e-4)
+
+
+def _sample_photos(folder: Path, n: int, is_penguin: bool) -> list:
+    from PIL import Image
+
+    from penguin_api.training.dataset import Sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (300 + i, 240), (i * 20 % 256, 90, 160)).save(path)
+        out.append(Sample(path, 0 if is_penguin else -1, is_penguin))
+    return out
+
+
+def test_int8_calibration_mixes_penguins_and_non_penguins(tmp_path: Path) -> None:
+    from penguin_api.training.ship import (
+        CALIBRATION_NEGATIVES,
+        CALIBRATION_PHOTOS,
+        calibration_batches,
+        calibration_sample,
+    )
+
+    few_penguins = _sample_photos(tmp_path / "p", 5, True)
+    few_others = _sample_photos(tmp_path / "n", 4, False)
+    penguins, others = calibration_sample(few_penguins, few_others, seed=0)
+    assert (len(penguins), len(others)) == (5, 4)  # all of them when there are few
+    batches = calibration_batches(penguins + others, seed=0)
+    assert [b.shape for b in batches] == [(8, 224, 224, 3), (1, 224, 224, 3)]
+    assert all(b.dtype == np.uint8 for b in batches)
+
+    many_penguins = [few_penguins[0]] * (CALIBRATION_PHOTOS + 40)
+    many_others = [few_others[0]] * (CALIBRATION_NEGATIVES + 40)
+    penguins, others = calibration_sample(many_penguins, many_others, seed=0)
+    assert (len(penguins), len(others)) == (CALIBRATION_PHOTOS, CALIBRATION_NEGATIVES)
+    assert all(s.is_penguin for s in penguins) and not any(s.is_penguin for s in others)

@@ -76,9 +76,15 @@ def ece_sampling_noise(confidence: np.ndarray, draws: int = ECE_NOISE_DRAWS) -> 
     counts = members.sum(axis=0)
     used = counts > 0
     mean_conf = (confidence @ members)[used] / counts[used]
-    correct = np.random.default_rng(0).random((draws, n)) < confidence
-    accuracy = (correct @ members)[:, used] / counts[used]
-    ece = (np.abs(accuracy - mean_conf) * counts[used] / n).sum(axis=1)
+    rng = np.random.default_rng(0)
+    ece = np.empty(draws)
+    # A few MB of random draws at a time, whatever the number of photos.
+    chunk = max(1, 250_000 // n)
+    for start in range(0, draws, chunk):
+        stop = min(draws, start + chunk)
+        correct = rng.random((stop - start, n)) < confidence
+        accuracy = (correct @ members)[:, used] / counts[used]
+        ece[start:stop] = (np.abs(accuracy - mean_conf) * counts[used] / n).sum(axis=1)
     return {"mean": round(float(ece.mean()), 4), "p95": round(float(np.percentile(ece, 95)), 4)}
 
 

@@ -11,9 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from penguin_api.training.dataset import TrainingData
+    from penguin_api.training.embed import EmbeddingCache
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,9 @@ def _penguin(samples) -> np.ndarray:
     return np.array([s.is_penguin for s in samples], dtype=bool)
 
 
-def embed_all(cache, data, view_ids, seed) -> dict[str, np.ndarray]:
+def embed_all(
+    cache: EmbeddingCache, data: TrainingData, view_ids: Iterable[int], seed: int
+) -> dict[str, np.ndarray]:
     """[V, N, 1281] embeddings (+ king score) per group; one cache pass over all photos.
 
     Photos the service cannot decode are dropped from ``data`` (and listed in
