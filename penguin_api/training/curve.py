@@ -21,6 +21,7 @@ import numpy as np
 
 from penguin_api.training.fit import L2_GRID, stack_views, stratified_folds
 from penguin_api.training.heads import fit_softmax
+from penguin_api.training.train import DEFAULT_VIEWS, embed_all
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", type=Path, default=None, help="embedding cache (default ~/.cache/penguin-api)"
     )
-    parser.add_argument("--views", type=int, default=10, help="views per photo, as for train")
+    parser.add_argument(
+        "--views", type=int, default=DEFAULT_VIEWS, help="views per photo, as for train"
+    )
     parser.add_argument(
         "--folds", type=_at_least(2), default=5, help="cross-validation folds (>= 2)"
     )
@@ -142,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
     """Embed (or read from the cache), refit the head at each size, print the curve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from penguin_api.training import dataset, embed
-    from penguin_api.training.train import embed_all
 
     data = dataset.load_training_data(args.data)
     if len(data.labels) < 2:
