@@ -223,6 +223,26 @@ def test_choosing_another_photo_replaces_the_answer(desktop, penguin, not_pengui
     assert problems.console_errors == []
 
 
+def _open_chooser_with_space(page: Any, attempts: int = 3) -> Any:
+    """Space on the focused picker opens the file chooser.
+
+    Headless Chromium now and then drops that keystroke on busy cores (once in four CI
+    runs: no chooser within 30 s, so waiting longer would not help). A lost press is
+    pressed again, with focus checked still on the picker each time.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        assert page.evaluate("document.activeElement.id") == "file"
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.keyboard.press("Space")
+            return chooser.value
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"Space on the focused picker opened no file chooser in {attempts} presses")
+
+
 def test_keyboard_alone_reaches_the_picker_and_the_answer_is_announced(desktop, penguin):
     page, _ = desktop
     page.keyboard.press("Tab")
@@ -230,9 +250,7 @@ def test_keyboard_alone_reaches_the_picker_and_the_answer_is_announced(desktop, 
     outline = page.locator(".dropzone .button").evaluate("b => getComputedStyle(b).outlineStyle")
     assert outline != "none"  # the focus is visible
 
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
-    chooser.value.set_files(penguin[0])
+    _open_chooser_with_space(page).set_files(penguin[0])
 
     result = wait_for_state(page, "penguin")
     assert result.get_attribute("aria-live") == "polite"
