@@ -2,6 +2,9 @@
 
 Knows nothing of HTTP. Anything wrong with the model files raises ModelError with a
 message an operator can act on; the service refuses to start on it.
+
+A species answer whose confidence is below the card's `thresholds.confident` is marked
+uncertain; a card without that threshold marks no answer uncertain.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class ModelCard:
     penguin_threshold: float
     input_size: int
     raw: dict[str, Any] = field(repr=False, compare=False)
+    #: Species answers below this confidence are uncertain; None: none ever is.
+    confident_threshold: float | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> ModelCard:
@@ -71,7 +76,24 @@ class ModelCard:
             penguin_threshold=threshold,
             input_size=size,
             raw=raw,
+            confident_threshold=_confident_threshold(raw["thresholds"], path),
         )
+
+
+def _confident_threshold(thresholds: dict[str, Any], path: Path) -> float | None:
+    """`thresholds.confident` as a probability in (0, 1], or None when the card has none."""
+    if "confident" not in thresholds:
+        return None
+    value = thresholds["confident"]
+    # bool is an int to Python, and json reads NaN and Infinity: refuse all three.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ModelError(
+            f"model card {path}: thresholds.confident must be a probability in (0, 1] "
+            f"(or absent), not {shown}"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,8 @@ class Prediction:
 
     species: str | None
     confidence: float | None
+    #: The confidence is below the card's threshold; None when there is no species answer.
+    uncertain: bool | None
     is_penguin: bool
     penguin_score: float
     top_k: tuple[tuple[str, float], ...]
@@ -91,6 +115,7 @@ class Prediction:
         return {
             "species": self.species,
             "confidence": self.confidence,
+            "uncertain": self.uncertain,
             "is_penguin": self.is_penguin,
             "penguin_score": self.penguin_score,
             "top_k": [{"species": s, "confidence": c} for s, c in self.top_k],
@@ -193,12 +218,22 @@ class Classifier:
         return Prediction(
             species=top[0][0] if is_penguin else None,
             confidence=top[0][1] if is_penguin else None,
+            uncertain=self._uncertain(top[0][1]) if is_penguin else None,
             is_penguin=bool(is_penguin),
             penguin_score=round(score, 4),
             top_k=top,
             model_name=self.card.name,
             model_version=self.card.version,
         )
+
+    def _uncertain(self, confidence: float) -> bool:
+        """The species answer is too unsure to stand alone.
+
+        Compared as reported (rounded), so a client sees `confidence < thresholds.confident`
+        hold for every answer marked uncertain, and for no other.
+        """
+        threshold = self.card.confident_threshold
+        return threshold is not None and confidence < threshold
 
     def _check_outputs(self, batch: int) -> None:
         """Run a blank batch and check the output shapes against the card's labels."""

@@ -28,6 +28,14 @@ def schemas() -> dict[str, Any]:
             "maximum": 1,
             "description": "Calibrated probability of `species`; null when no penguin.",
         },
+        "uncertain": {
+            "type": ["boolean", "null"],
+            "description": "True when `confidence` is below the model card's "
+            "`thresholds.confident` (chosen so that answers at or above it are right at "
+            "least 95 % of the time): read `species` as the most likely of `top_k`, not as "
+            "a sure answer. False at or above it, and always when the card sets no such "
+            "threshold. Null when no penguin is seen: there is no species answer to doubt.",
+        },
         "is_penguin": {"type": "boolean"},
         "penguin_score": {**probability, "description": "Compared with the card's threshold."},
         "top_k": {"type": "array", "items": guess, "minItems": 1},
@@ -102,7 +110,23 @@ def schemas() -> dict[str, Any]:
                 "version": {"type": "string"},
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                "thresholds": {"type": "object"},
+                "thresholds": {
+                    "type": "object",
+                    "properties": {
+                        "penguin_score": {
+                            **probability,
+                            "description": "A photo counts as a penguin from this score.",
+                        },
+                        "confident": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": 1,
+                            "description": "Species answers below this confidence are "
+                            "marked `uncertain`; absent: none is.",
+                        },
+                    },
+                    "required": ["penguin_score"],
+                },
                 "input": {"type": "object"},
                 "metrics": {"type": "object"},
                 "training_data": {"type": "object"},

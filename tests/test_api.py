@@ -31,7 +31,9 @@ def test_predict_answers_species_and_confidence_at_the_top_level(server, small_j
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
     card = json.loads((model_dir / CARD_FILE).read_text())
-    assert list(body) == ["species", "confidence", "is_penguin", "penguin_score", "top_k", "model"]
+    assert list(body) == [
+        "species", "confidence", "uncertain", "is_penguin", "penguin_score", "top_k", "model",
+    ]  # fmt: skip
     assert body["model"] == {"name": card["name"], "version": card["version"]}
     assert len(body["top_k"]) == min(3, len(card["labels"]))
     assert body["is_penguin"] == (body["species"] is not None)
@@ -43,8 +45,12 @@ def test_a_real_penguin_photo_gets_a_species(server, penguin_photo, model_dir):
     body = response.json()
     assert response.status_code == 200
     assert body["is_penguin"] is True
-    assert body["species"] in json.loads((model_dir / CARD_FILE).read_text())["labels"]
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    assert body["species"] in card["labels"]
     assert 0 < body["confidence"] <= 1
+    # The shipped card decides: without thresholds.confident no answer is uncertain.
+    threshold = card["thresholds"].get("confident")
+    assert body["uncertain"] is (threshold is not None and body["confidence"] < threshold)
 
 
 def test_a_photo_without_penguins_says_so_plainly(server, shared_data):
@@ -56,6 +62,7 @@ def test_a_photo_without_penguins_says_so_plainly(server, shared_data):
     assert refused, "the gate let every non-penguin photo through"
     for answer in refused:
         assert answer["species"] is None and answer["confidence"] is None
+        assert answer["uncertain"] is None, "no species answer, nothing to be unsure of"
         assert answer["top_k"], "best guesses are listed even without a penguin"
 
 

@@ -51,7 +51,7 @@ def test_prediction_follows_the_api_contract(classifier):
     for prediction in classifier.predict(_images(4, seed=1)):
         body = prediction.as_dict()
         assert list(body) == [
-            "species", "confidence", "is_penguin", "penguin_score", "top_k", "model",
+            "species", "confidence", "uncertain", "is_penguin", "penguin_score", "top_k", "model",
         ]  # fmt: skip
         assert len(body["top_k"]) == min(3, len(labels))
         confidences = [g["confidence"] for g in body["top_k"]]
@@ -63,8 +63,11 @@ def test_prediction_follows_the_api_contract(classifier):
         if body["is_penguin"]:
             assert body["species"] == body["top_k"][0]["species"]
             assert body["confidence"] == body["top_k"][0]["confidence"]
+            threshold = classifier.card.confident_threshold
+            assert body["uncertain"] is (threshold is not None and body["confidence"] < threshold)
         else:
             assert body["species"] is None and body["confidence"] is None
+            assert body["uncertain"] is None
         assert body["model"] == {"name": classifier.card.name, "version": classifier.card.version}
 
 
@@ -146,6 +149,75 @@ def test_card_without_a_threshold_is_refused(model_dir, tmp_path):
     _rewrite_card(model, thresholds={})
     with pytest.raises(ModelError, match="penguin_score"):
         Classifier.load(model)
+
+
+def _with_confident_threshold(model: Path, value) -> None:
+    card = json.loads((model / CARD_FILE).read_text())
+    card["thresholds"]["confident"] = value
+    (model / CARD_FILE).write_text(json.dumps(card))
+
+
+def _without_confident_threshold(model: Path) -> None:
+    card = json.loads((model / CARD_FILE).read_text())
+    card["thresholds"].pop("confident", None)
+    (model / CARD_FILE).write_text(json.dumps(card))
+
+
+def _real_penguin(photo: Path) -> np.ndarray:
+    return imaging.prepare(photo.read_bytes(), max_pixels=50_000_000)[None]
+
+
+def test_the_same_photo_is_uncertain_below_a_high_threshold_and_sure_above_a_low_one(
+    model_dir, tmp_path, penguin_photo
+):
+    model = copy_model(tmp_path / "m", model_dir)
+    answers = {}
+    for name, value in (("high", 1.0), ("low", 0.01)):
+        _with_confident_threshold(model, value)
+        answers[name] = Classifier.load(model, warmup_runs=0).predict(_real_penguin(penguin_photo))
+    high, low = answers["high"][0], answers["low"][0]
+    assert high.is_penguin and 0.01 <= high.confidence < 1.0
+    assert (high.uncertain, low.uncertain) == (True, False)
+    # Only the flag changes: the answer itself stays as it was.
+    assert (high.species, high.confidence, high.top_k) == (low.species, low.confidence, low.top_k)
+
+
+def test_a_card_without_a_confident_threshold_marks_no_answer_uncertain(
+    model_dir, tmp_path, penguin_photo
+):
+    model = copy_model(tmp_path / "m", model_dir)
+    _without_confident_threshold(model)
+    noise = _images(6, seed=3)
+    # The penguin gate lets some noise through with low species confidence; force it open.
+    card = json.loads((model / CARD_FILE).read_text())
+    card["thresholds"]["penguin_score"] = 0.0
+    (model / CARD_FILE).write_text(json.dumps(card))
+    classifier = Classifier.load(model, warmup_runs=0)
+    predictions = classifier.predict(np.concatenate([noise, _real_penguin(penguin_photo)]))
+    assert classifier.card.confident_threshold is None
+    assert all(p.is_penguin for p in predictions)
+    assert min(p.confidence for p in predictions) < 0.95  # a threshold would have bitten
+    assert [p.uncertain for p in predictions] == [False] * len(predictions)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -0.2, 1.5, "0.9", None, True, [0.9], {"value": 0.9}, float("nan"), float("inf")],
+    ids=["zero", "negative", "over-one", "string", "null", "bool", "list", "object", "nan",
+         "inf"],
+)  # fmt: skip
+def test_a_card_with_an_invalid_confident_threshold_is_refused(model_dir, tmp_path, value):
+    model = copy_model(tmp_path / "m", model_dir)
+    _with_confident_threshold(model, value)
+    with pytest.raises(ModelError, match=r"thresholds\.confident must be a probability") as info:
+        Classifier.load(model)
+    assert "\n" not in str(info.value)
+
+
+def test_the_confident_threshold_may_be_one(model_dir, tmp_path):
+    model = copy_model(tmp_path / "m", model_dir)
+    _with_confident_threshold(model, 1)
+    assert Classifier.load(model, warmup_runs=0).card.confident_threshold == 1.0
 
 
 def test_card_with_a_label_too_few_is_refused(model_dir, tmp_path):
