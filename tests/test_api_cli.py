@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from tests.server import REPO_ROOT, clean_env, free_port, running_server
+from tests.server import CARD_FILE, REPO_ROOT, clean_env, copy_model, free_port, running_server
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -38,6 +38,39 @@ def test_predict_prints_the_api_answer_per_photo(model_dir, tmp_path, small_jpeg
     with running_server(workers=1, model_dir=model_dir) as srv:
         api = requests.post(srv.url("/predict"), files={"file": small_jpeg}, timeout=30).json()
     assert lines[0] == {"file": str(photo), **api}
+
+
+def test_predict_lines_mark_answers_below_the_cards_confident_threshold(
+    model_dir, tmp_path, penguin_photo
+):
+    lines = {}
+    for threshold in (1.0, 0.01):
+        model = copy_model(tmp_path / str(threshold), model_dir)
+        card = json.loads((model / CARD_FILE).read_text())
+        card["thresholds"]["confident"] = threshold
+        (model / CARD_FILE).write_text(json.dumps(card))
+        result = cli("predict", str(penguin_photo), "--model-dir", str(model))
+        assert result.returncode == 0, result.stderr
+        lines[threshold] = json.loads(result.stdout)
+    assert lines[1.0]["is_penguin"] and lines[1.0]["confidence"] < 1.0
+    assert (lines[1.0]["uncertain"], lines[0.01]["uncertain"]) == (True, False)
+    assert lines[1.0]["species"] == lines[0.01]["species"]
+
+
+def test_predict_with_a_bad_confident_threshold_exits_2_and_says_why(
+    model_dir, tmp_path, small_jpeg
+):
+    model = copy_model(tmp_path / "m", model_dir)
+    card = json.loads((model / CARD_FILE).read_text())
+    card["thresholds"]["confident"] = "high"
+    (model / CARD_FILE).write_text(json.dumps(card))
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(small_jpeg)
+    result = cli("predict", str(photo), "--model-dir", str(model))
+    assert result.returncode == 2 and result.stdout == ""
+    assert 'thresholds.confident must be a probability in (0, 1] (or absent), not "high"' in (
+        result.stderr
+    )
 
 
 def test_predict_reports_an_unreadable_photo_and_exits_1(model_dir, tmp_path, small_jpeg):

@@ -82,6 +82,14 @@ def _garbage_with_matching_checksum(model: Path) -> str:
     return "ONNX Runtime cannot load"
 
 
+def _confident_threshold_over_one(model: Path) -> str:
+    card_path = model / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["thresholds"]["confident"] = 95  # a percentage where a probability belongs
+    card_path.write_text(json.dumps(card))
+    return "thresholds.confident must be a probability in (0, 1]"
+
+
 def _remove_card(model: Path) -> str:
     (model / CARD_FILE).unlink()
     return "model card not found"
@@ -94,6 +102,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "card-label-mismatch": _drop_label,
     "not-onnx-but-checksum-matches": _garbage_with_matching_checksum,
     "missing-card": _remove_card,
+    "confident-threshold-over-one": _confident_threshold_over_one,
 }
 
 
