@@ -59,6 +59,20 @@ def copy_model(dest: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
     return dest
 
 
+def copy_model_with_thresholds(
+    dest: Path, model_dir: Path = DEFAULT_MODEL_DIR, **thresholds: object
+) -> Path:
+    """A copy of the model whose card has `thresholds` set (e.g. confident=0.9); returns it.
+
+    The card's sha256 covers the ONNX file, not the card, so the copy loads like the original.
+    """
+    copy_model(dest, model_dir)
+    card = json.loads((dest / CARD_FILE).read_text(encoding="utf-8"))
+    card["thresholds"].update(thresholds)
+    (dest / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
+    return dest
+
+
 @dataclass
 class Server:
     """A running Gunicorn master and what a test needs to talk to it."""

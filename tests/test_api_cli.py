@@ -13,7 +13,13 @@ import time
 
 import requests
 
-from tests.server import CARD_FILE, REPO_ROOT, clean_env, copy_model, free_port, running_server
+from tests.server import (
+    REPO_ROOT,
+    clean_env,
+    copy_model_with_thresholds,
+    free_port,
+    running_server,
+)
 
 
 def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -45,10 +51,9 @@ def test_predict_lines_mark_answers_below_the_cards_confident_threshold(
 ):
     lines = {}
     for threshold in (1.0, 0.01):
-        model = copy_model(tmp_path / str(threshold), model_dir)
-        card = json.loads((model / CARD_FILE).read_text())
-        card["thresholds"]["confident"] = threshold
-        (model / CARD_FILE).write_text(json.dumps(card))
+        model = copy_model_with_thresholds(
+            tmp_path / str(threshold), model_dir, confident=threshold
+        )
         result = cli("predict", str(penguin_photo), "--model-dir", str(model))
         assert result.returncode == 0, result.stderr
         lines[threshold] = json.loads(result.stdout)
@@ -60,10 +65,7 @@ def test_predict_lines_mark_answers_below_the_cards_confident_threshold(
 def test_predict_with_a_bad_confident_threshold_exits_2_and_says_why(
     model_dir, tmp_path, small_jpeg
 ):
-    model = copy_model(tmp_path / "m", model_dir)
-    card = json.loads((model / CARD_FILE).read_text())
-    card["thresholds"]["confident"] = "high"
-    (model / CARD_FILE).write_text(json.dumps(card))
+    model = copy_model_with_thresholds(tmp_path / "m", model_dir, confident="high")
     photo = tmp_path / "p.jpg"
     photo.write_bytes(small_jpeg)
     result = cli("predict", str(photo), "--model-dir", str(model))

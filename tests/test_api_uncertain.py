@@ -16,16 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.server import CARD_FILE, Server, copy_model, running_server
-
-
-def model_with_threshold(dest: Path, model_dir: Path, confident: float) -> Path:
-    """A copy of the model whose card sets thresholds.confident."""
-    model = copy_model(dest, model_dir)
-    card = json.loads((model / CARD_FILE).read_text())
-    card["thresholds"]["confident"] = confident
-    (model / CARD_FILE).write_text(json.dumps(card))
-    return model
+from tests.server import CARD_FILE, Server, copy_model_with_thresholds, running_server
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def low_threshold(model_dir: Path) -> float:
 @pytest.fixture(scope="module")
 def strict(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The model with thresholds.confident = 1.0."""
-    model = model_with_threshold(tmp_path_factory.mktemp("strict"), model_dir, 1.0)
+    model = copy_model_with_thresholds(tmp_path_factory.mktemp("strict"), model_dir, confident=1.0)
     with running_server(workers=1, model_dir=model) as srv:
         yield srv
 
@@ -48,7 +39,9 @@ def lenient(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory, low_threshold: float
 ) -> Iterator[Server]:
     """The model with thresholds.confident below any possible top-1 confidence."""
-    model = model_with_threshold(tmp_path_factory.mktemp("lenient"), model_dir, low_threshold)
+    model = copy_model_with_thresholds(
+        tmp_path_factory.mktemp("lenient"), model_dir, confident=low_threshold
+    )
     with running_server(workers=1, model_dir=model) as srv:
         yield srv
 
@@ -113,3 +106,19 @@ def test_uncertain_means_confidence_below_the_threshold_the_model_endpoint_shows
                 assert answer["uncertain"] is (answer["confidence"] < threshold), photo.name
             else:
                 assert answer["uncertain"] is None, photo.name
+
+
+def test_answers_with_the_flag_set_and_the_card_match_the_openapi_document(
+    strict, penguin_photo, refused_photo
+):
+    schemathesis = pytest.importorskip("schemathesis")
+    schema = schemathesis.openapi.from_dict(requests.get(strict.url("/openapi.json")).json())
+    files = [("file", (p.name, p.read_bytes())) for p in (penguin_photo, refused_photo)]
+    single = requests.post(strict.url("/predict"), files=files[:1], timeout=30)
+    batch = requests.post(strict.url("/predict/batch"), files=files, timeout=30)
+    card = requests.get(strict.url("/model"), timeout=10)
+    assert single.json()["uncertain"] is True
+    assert [r["uncertain"] for r in batch.json()["results"]] == [True, None]
+    schema["/predict"]["POST"].validate_response(single)
+    schema["/predict/batch"]["POST"].validate_response(batch)
+    schema["/model"]["GET"].validate_response(card)

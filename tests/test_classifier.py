@@ -11,7 +11,7 @@ import pytest
 
 from penguin_api import imaging
 from penguin_api.classifier import CARD_FILE, MODEL_FILE, Classifier, ModelError
-from tests.server import copy_model
+from tests.server import copy_model, copy_model_with_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -151,18 +151,6 @@ def test_card_without_a_threshold_is_refused(model_dir, tmp_path):
         Classifier.load(model)
 
 
-def _with_confident_threshold(model: Path, value) -> None:
-    card = json.loads((model / CARD_FILE).read_text())
-    card["thresholds"]["confident"] = value
-    (model / CARD_FILE).write_text(json.dumps(card))
-
-
-def _without_confident_threshold(model: Path) -> None:
-    card = json.loads((model / CARD_FILE).read_text())
-    card["thresholds"].pop("confident", None)
-    (model / CARD_FILE).write_text(json.dumps(card))
-
-
 def _real_penguin(photo: Path) -> np.ndarray:
     return imaging.prepare(photo.read_bytes(), max_pixels=50_000_000)[None]
 
@@ -170,10 +158,9 @@ def _real_penguin(photo: Path) -> np.ndarray:
 def test_the_same_photo_is_uncertain_below_a_high_threshold_and_sure_above_a_low_one(
     model_dir, tmp_path, penguin_photo
 ):
-    model = copy_model(tmp_path / "m", model_dir)
     answers = {}
     for name, value in (("high", 1.0), ("low", 0.01)):
-        _with_confident_threshold(model, value)
+        model = copy_model_with_thresholds(tmp_path / name, model_dir, confident=value)
         answers[name] = Classifier.load(model, warmup_runs=0).predict(_real_penguin(penguin_photo))
     high, low = answers["high"][0], answers["low"][0]
     assert high.is_penguin and 0.01 <= high.confidence < 1.0
@@ -185,18 +172,17 @@ def test_the_same_photo_is_uncertain_below_a_high_threshold_and_sure_above_a_low
 def test_a_card_without_a_confident_threshold_marks_no_answer_uncertain(
     model_dir, tmp_path, penguin_photo
 ):
-    model = copy_model(tmp_path / "m", model_dir)
-    _without_confident_threshold(model)
-    noise = _images(6, seed=3)
-    # The penguin gate lets some noise through with low species confidence; force it open.
+    # With the gate wide open every image gets a species answer, the noise unsure ones.
+    model = copy_model_with_thresholds(tmp_path / "m", model_dir, penguin_score=0.0)
     card = json.loads((model / CARD_FILE).read_text())
-    card["thresholds"]["penguin_score"] = 0.0
+    card["thresholds"].pop("confident", None)
     (model / CARD_FILE).write_text(json.dumps(card))
     classifier = Classifier.load(model, warmup_runs=0)
-    predictions = classifier.predict(np.concatenate([noise, _real_penguin(penguin_photo)]))
+    images = np.concatenate([_images(6, seed=3), _real_penguin(penguin_photo)])
+    predictions = classifier.predict(images)
     assert classifier.card.confident_threshold is None
     assert all(p.is_penguin for p in predictions)
-    assert min(p.confidence for p in predictions) < 0.95  # a threshold would have bitten
+    assert min(p.confidence for p in predictions) < 0.95  # any sensible threshold would bite
     assert [p.uncertain for p in predictions] == [False] * len(predictions)
 
 
@@ -207,16 +193,14 @@ def test_a_card_without_a_confident_threshold_marks_no_answer_uncertain(
          "inf"],
 )  # fmt: skip
 def test_a_card_with_an_invalid_confident_threshold_is_refused(model_dir, tmp_path, value):
-    model = copy_model(tmp_path / "m", model_dir)
-    _with_confident_threshold(model, value)
+    model = copy_model_with_thresholds(tmp_path / "m", model_dir, confident=value)
     with pytest.raises(ModelError, match=r"thresholds\.confident must be a probability") as info:
         Classifier.load(model)
     assert "\n" not in str(info.value)
 
 
 def test_the_confident_threshold_may_be_one(model_dir, tmp_path):
-    model = copy_model(tmp_path / "m", model_dir)
-    _with_confident_threshold(model, 1)
+    model = copy_model_with_thresholds(tmp_path / "m", model_dir, confident=1)
     assert Classifier.load(model, warmup_runs=0).card.confident_threshold == 1.0
 
 

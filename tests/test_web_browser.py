@@ -20,13 +20,12 @@ from PIL import Image
 
 from tests.server import Server, running_server
 from tests.webpage import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PERCENT,
     PHONE,
     PageProblems,
     ask_api,
+    chromium,
     open_page,
     percent_of,
     photos,
@@ -40,15 +39,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (run `make browser-deps` as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -72,12 +64,13 @@ def phone(browser: Any, server: Server) -> Iterator[tuple[Any, PageProblems]]:
 # ---- photos, chosen by asking the live API ----------------------------------------------
 @pytest.fixture(scope="module")
 def penguin(server: Server, shared_data: Path) -> tuple[Path, dict[str, Any]]:
-    """A validation penguin the model gets right, with the API's answer for it."""
+    """A validation penguin the model gets right and is sure of, with the API's answer for it."""
     for photo in photos(shared_data / "penguins" / "val", "*/*")[:40]:
         answer = ask_api(server, photo)
-        if answer["is_penguin"] and answer["species"] == photo.parent.name:
+        right = answer["is_penguin"] and answer["species"] == photo.parent.name
+        if right and not answer["uncertain"]:
             return photo, answer
-    pytest.fail("the model recognised none of the first 40 validation penguins")
+    pytest.fail("the model was right and sure on none of the first 40 validation penguins")
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,13 @@ Debian's /usr/bin/chromium through Playwright; Playwright's own browser download
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.server import Server
@@ -26,6 +29,22 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 360, "height": 740}  # a small Android phone, in CSS pixels
 ANSWER_TIMEOUT_MS = 30_000  # first requests hit cold workers on a shared, busy CPU
 PERCENT = r"[<>]?\d{1,3}(?:\.\d)?\s?%"  # "<0.1%" and ">99.9%" at the ends
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium through Playwright; skips the test when either is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (run `make browser-deps` as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 class PageProblems:
@@ -78,7 +97,7 @@ def percent_of(text: str) -> float:
 
 
 def wait_for_state(page: Any, state: str) -> Any:
-    """The result region once it shows `state` (penguin | no-penguin | error)."""
+    """The result region once it shows `state` (penguin | unsure | no-penguin | error)."""
     region = page.locator(f"#result[data-state='{state}']")
     region.wait_for(timeout=ANSWER_TIMEOUT_MS)
     return region

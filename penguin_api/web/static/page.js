@@ -19,6 +19,7 @@
   const PREVIEW_MAX_SIDE = 640; // CSS pixels; the preview never needs more
   const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
   let penguinThreshold = null; // from the model card, to explain "no penguin"
+  let confidentThreshold = null; // from the model card, to explain "not sure"
   let inFlight = null; // AbortController of the upload being answered
 
   document.documentElement.classList.add("js");
@@ -62,14 +63,18 @@
   const footer = document.getElementById("model");
   if (footer.dataset.penguinThreshold) {
     penguinThreshold = Number(footer.dataset.penguinThreshold);
+    if (footer.dataset.confidentThreshold) {
+      confidentThreshold = Number(footer.dataset.confidentThreshold);
+    }
   } else {
     fetch("/model", { headers: { Accept: "application/json" } })
       .then((r) => (r.ok ? r.json() : null))
       .then((card) => {
         if (!card) return;
         setModel(card);
-        const t = card.thresholds && card.thresholds.penguin_score;
-        if (typeof t === "number") penguinThreshold = t;
+        const thresholds = card.thresholds || {};
+        if (typeof thresholds.penguin_score === "number") penguinThreshold = thresholds.penguin_score;
+        if (typeof thresholds.confident === "number") confidentThreshold = thresholds.confident;
       })
       .catch(() => {}); // the footer keeps its placeholder; uploads still work
   }
@@ -124,9 +129,38 @@
     return list;
   }
 
+  // Below the card's confidence threshold the answer is a lead, not a verdict: the page
+  // says so in words (not by colour alone) and lists the alternatives on an equal footing.
+  function showUnsure(answer, score) {
+    const verdict = el("p", "verdict unsure");
+    verdict.append(
+      "Not sure — most likely ",
+      el("span", "likely", answer.species),
+      " (" + pct(answer.confidence) + ")",
+    );
+    const explain = el("p", "explain");
+    explain.textContent =
+      confidentThreshold === null
+        ? "The model is not confident enough to name one species."
+        : "The model names a species outright only from " + pct(confidentThreshold) +
+          " confidence; compare the photo with these possibilities.";
+    showResult(
+      "unsure",
+      verdict,
+      explain,
+      el("h3", "topk-heading", "Possible species"),
+      topKList(answer.top_k),
+      score,
+    );
+  }
+
   function showPrediction(answer) {
     setModel(answer.model);
     const score = el("p", "score", "Penguin score " + pct(answer.penguin_score));
+    if (answer.is_penguin && answer.uncertain === true) {
+      showUnsure(answer, score);
+      return;
+    }
     if (answer.is_penguin) {
       showResult(
         "penguin",
