@@ -1,6 +1,6 @@
 """Settings, read once from the environment into a frozen dataclass and passed in.
 
-Every setting is listed, with its default and meaning, in the README's settings table.
+Every setting is listed, with its default and meaning, in docs/deploy.md (Settings).
 """
 
 from __future__ import annotations
@@ -11,8 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-#: The shipped model, next to the package (the repository root when run from a checkout).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_model_dir(package_dir: Path = _PACKAGE_DIR) -> Path:
+    """Where the shipped model is: inside the package when installed from a wheel (the build
+    puts the repository's model/ there), else model/ beside the package (a checkout, an
+    editable install, the container's /app)."""
+    inside = package_dir / "model"
+    return inside if (inside / "model-card.json").is_file() else package_dir.parent / "model"
+
+
+#: The shipped model; MODEL_DIR overrides it.
+DEFAULT_MODEL_DIR = shipped_model_dir()
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -45,11 +56,6 @@ class Settings:
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes (whole request body)."""
         return int(self.max_upload_mb * 1024 * 1024)
-
-    @property
-    def model_file(self) -> Path:
-        """The ONNX file inside the model directory."""
-        return self.model_dir / "penguin-classifier.onnx"
 
     @property
     def card_file(self) -> Path:

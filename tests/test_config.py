@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from penguin_api.config import DEFAULT_MODEL_DIR, Settings, SettingsError, available_cpus
+from penguin_api.config import (
+    DEFAULT_MODEL_DIR,
+    Settings,
+    SettingsError,
+    available_cpus,
+    shipped_model_dir,
+)
 
 
 def test_defaults_without_any_environment():
@@ -23,6 +29,14 @@ def test_defaults_without_any_environment():
 
 def test_default_model_dir_is_model_next_to_the_package():
     assert Path(__file__).resolve().parents[1] / "model" == DEFAULT_MODEL_DIR
+
+
+def test_a_model_inside_the_package_as_a_wheel_installs_it_comes_first(tmp_path):
+    package = tmp_path / "site-packages" / "penguin_api"
+    (package / "model").mkdir(parents=True)
+    assert shipped_model_dir(package) == tmp_path / "site-packages" / "model"  # no card yet
+    (package / "model" / "model-card.json").write_text("{}")
+    assert shipped_model_dir(package) == package / "model"
 
 
 def test_every_setting_is_read_from_its_variable(tmp_path):
