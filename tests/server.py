@@ -115,6 +115,47 @@ class Server:
         """Block until GET /ready answers 200; raise with the logs if the master dies."""
         self.wait_for(lambda: _status(self.url("/ready")) == 200, timeout, "ready")
 
+    def ready_workers(self) -> set[int]:
+        """Live workers that have logged their model ready (they take connections from then)."""
+        loaded = {
+            r.get("pid")
+            for r in self.log_records()
+            if r.get("message", "").startswith("model ready")
+        }
+        return loaded & set(self.worker_pids())
+
+    def wait_all_ready(self, workers: int, timeout: float = 60.0) -> None:
+        """Block until `workers` workers run and each has its model ready.
+
+        /ready answers 200 as soon as one worker is ready; workers load one at a time, so on
+        a busy machine the others may not even be forked yet.
+        """
+        self.wait_for(
+            lambda: len(self.worker_pids()) == workers and len(self.ready_workers()) == workers,
+            timeout,
+            f"all {workers} workers ready",
+        )
+
+    def listen_backlog(self) -> int | None:
+        """Connections the kernel holds for the server that no worker has accepted yet (Linux).
+
+        Read from /proc/net/tcp, where a listening socket's rx_queue is its accept queue.
+        """
+        port = f":{self.port:04X}"
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[1].endswith(port):  # 0A: LISTEN
+                return int(fields[4].split(":")[1], 16)
+        return None
+
+    def wait_accepted(self, timeout: float = 60.0) -> None:
+        """Block until every connection opened so far has been accepted by a worker."""
+        self.wait_for(lambda: self.listen_backlog() == 0, timeout, "accepting every connection")
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        """Block until a log line contains `text` (e.g. the master handling a signal)."""
+        self.wait_for(lambda: text in self.logs(), timeout, f"logging {text!r}")
+
     def wait_for(self, predicate, timeout: float, what: str) -> None:
         """Poll `predicate` until true; raise with the logs on timeout or master exit."""
         deadline = time.monotonic() + timeout
@@ -194,7 +235,8 @@ def running_server(
     """Run `gunicorn -c gunicorn.conf.py penguin_api.wsgi:app` on a free loopback port.
 
     `env` overrides settings (e.g. {"MAX_UPLOAD_MB": "1"}); `model_dir` defaults to the
-    shipped model. With `wait_ready` the server is yielded once GET /ready says 200.
+    shipped model. With `wait_ready` the server is yielded once every worker has its model
+    ready (so each takes connections).
     The master is stopped with SIGTERM (then SIGKILL) on exit.
     """
     port = free_port()
@@ -220,7 +262,7 @@ def running_server(
         server = Server(port=port, proc=proc, log_path=log_path)
         try:
             if wait_ready:
-                server.wait_ready(timeout)
+                server.wait_all_ready(workers, timeout)
             yield server
         finally:
             server.stop()

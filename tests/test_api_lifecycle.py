@@ -147,7 +147,7 @@ def test_killed_worker_is_replaced_and_the_service_keeps_answering(fresh_server,
     srv.wait_for(
         lambda: len(srv.worker_pids()) == 2 and victim not in srv.worker_pids(), 60, "replaced"
     )
-    srv.wait_ready()
+    srv.wait_all_ready(2)  # the replacement loads its model too
     after = srv.worker_pids()
     assert before[1] in after
     instances = {int(i.rsplit("-", 1)[1]) for i in _instances_seen(srv, small_jpeg)}
@@ -226,9 +226,9 @@ def _finish(sock: socket.socket, rest: bytes) -> bytes:
 def test_sigterm_lets_the_request_in_flight_finish(model_dir, small_jpeg):
     with running_server(workers=1, model_dir=model_dir) as srv:
         sock, rest = _start_slow_upload(srv.port, small_jpeg)
-        time.sleep(0.5)  # the worker is now reading the body
+        srv.wait_accepted()  # the worker has the request and is reading its body
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
+        srv.wait_log("Handling signal: term")  # the shutdown has begun
         response = _finish(sock, rest)
         assert srv.proc.wait(15) == 0
         # Workers end cleanly: no abort from a runtime that was loaded before the fork.

@@ -223,12 +223,12 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_in_time(
             assert post_photo(srv.base_url, photo).ok
         # Two uploads half sent: each sync worker has accepted one and is reading its body.
         slow = [SlowUpload(srv.port, photos[i]) for i in range(2)]
-        time.sleep(0.5)
+        srv.wait_accepted()
         load = Load(srv.base_url, photos, threads=4).start()
-        time.sleep(0.5)
+        time.sleep(0.5)  # let some of the load queue up behind the busy workers
         srv.proc.send_signal(signal.SIGTERM)
         term_at = time.monotonic()
-        time.sleep(1.0)  # the shutdown has begun; now the accepted uploads complete
+        srv.wait_log("Handling signal: term")  # the shutdown has begun; now the uploads complete
         finishers = [threading.Thread(target=s.finish) for s in slow]
         for thread in finishers:
             thread.start()
