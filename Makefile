@@ -39,6 +39,31 @@ test: install-dev browser-deps ## install everything the tests need and run the 
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# The whole suite while another process keeps every core busy, as on a shared CI machine:
+# a test that assumes a timing instead of waiting for a state fails here first. The load is
+# Debian's stress-ng (installed when root and missing), else a shell busy loop per core; it
+# stops when the suite ends, whatever the outcome (the busy loops also stop on their own if
+# this shell is killed).
+STRESS_CPUS ?= $(shell nproc 2>/dev/null || echo 2)
+.PHONY: test-stress stress-deps
+test-stress: install-dev browser-deps stress-deps ## the whole suite with $(STRESS_CPUS) cores kept busy by another process
+	@if command -v stress-ng >/dev/null 2>&1; then \
+	  echo "test-stress: load from stress-ng --cpu $(STRESS_CPUS)"; \
+	  stress-ng --cpu $(STRESS_CPUS) --quiet & load=$$!; \
+	else \
+	  echo "test-stress: load from $(STRESS_CPUS) busy loops (no stress-ng)"; load=; \
+	  for _ in $$(seq $(STRESS_CPUS)); do \
+	    sh -c 'while kill -0 '$$$$' 2>/dev/null; do :; done' & load="$$load $$!"; done; \
+	fi; \
+	trap 'kill $$load 2>/dev/null' EXIT; trap 'exit 130' INT TERM HUP; \
+	$(BIN)/pytest
+
+stress-deps: ## install Debian's stress-ng for test-stress when missing (apt, root; else a busy loop)
+	@if command -v stress-ng >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then exit 0; fi; \
+	apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+	  --no-install-recommends stress-ng || echo "stress-deps: no stress-ng; a busy loop will do" >&2
+
 # --- development --------------------------------------------------------------
 lint: install-dev ## ruff
 	$(BIN)/ruff check .
