@@ -20,11 +20,12 @@ from pathlib import Path
 
 import requests
 
-from tests.server import free_port
+from tests.server import free_port, tcp_port_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_SCRIPT = REPO_ROOT.parent / "shared" / "tools" / "container-env.sh"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+CONTAINER_PORT = 8080  # what the image listens on ($PORT's default)
 
 #: Folders never worth copying into a build context snapshot (.dockerignore drops the rest).
 _NOT_CONTEXT = (
@@ -168,6 +169,21 @@ class Container:
             time.sleep(0.1)
         raise TimeoutError(f"no {pattern.pattern!r} in the logs after {timeout} s:\n{self.logs()}")
 
+    def wait_accepted(self, timeout: float = 30) -> None:
+        """Poll until a connection to the service is established and a worker has taken it.
+
+        Read from the container's own /proc/net/tcp: the port forwarder in front of it may
+        have answered the client before the connection reached the service.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            table = self.engine.run("exec", self.cid, "cat", "/proc/net/tcp").stdout
+            backlog, established = tcp_port_state(table, CONTAINER_PORT)
+            if backlog == 0 and established:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"no connection accepted after {timeout} s:\n{self.logs()}")
+
     def wait_ready(self, timeout: float = 120) -> float:
         """Poll GET /ready until 200; the seconds since `run` was called."""
         deadline = time.monotonic() + timeout
@@ -187,7 +203,9 @@ def running(engine: Engine, image: str, *options: str) -> Iterator[Container]:
     """Run `image` detached with `options`, its port 8080 on a free loopback port."""
     port = free_port()
     started = time.monotonic()
-    cid = engine.run("run", "-d", *options, "-p", f"127.0.0.1:{port}:8080", image).stdout.strip()
+    cid = engine.run(
+        "run", "-d", *options, "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", image
+    ).stdout.strip()
     try:
         yield Container(engine=engine, cid=cid, port=port, started_at=started)
     finally:

@@ -136,21 +136,13 @@ class Server:
             f"all {workers} workers ready",
         )
 
-    def listen_backlog(self) -> int | None:
-        """Connections the kernel holds for the server that no worker has accepted yet (Linux).
-
-        Read from /proc/net/tcp, where a listening socket's rx_queue is its accept queue.
-        """
-        port = f":{self.port:04X}"
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[1].endswith(port):  # 0A: LISTEN
-                return int(fields[4].split(":")[1], 16)
-        return None
-
     def wait_accepted(self, timeout: float = 60.0) -> None:
         """Block until every connection opened so far has been accepted by a worker."""
-        self.wait_for(lambda: self.listen_backlog() == 0, timeout, "accepting every connection")
+        self.wait_for(
+            lambda: tcp_port_state(Path("/proc/net/tcp").read_text(), self.port)[0] == 0,
+            timeout,
+            "accepting every connection",
+        )
 
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
         """Block until a log line contains `text` (e.g. the master handling a signal)."""
@@ -194,6 +186,25 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def tcp_port_state(proc_net_tcp: str, port: int) -> tuple[int | None, int]:
+    """From the text of /proc/net/tcp (Linux): connections waiting in `port`'s accept queue
+    (None if nothing listens there), and connections established to `port`.
+
+    A listening socket's rx_queue is its accept queue: connections the kernel completed
+    that no worker has accepted yet.
+    """
+    backlog, established, suffix = None, 0, f":{port:04X}"
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if not fields[1].endswith(suffix):
+            continue
+        if fields[3] == "0A":  # LISTEN
+            backlog = int(fields[4].split(":")[1], 16)
+        elif fields[3] == "01":  # ESTABLISHED
+            established += 1
+    return backlog, established
 
 
 def _status(url: str) -> int | None:

@@ -225,9 +225,9 @@ def test_container_finishes_the_request_in_flight_when_sigterm_stops_it(
             "Connection: close\r\n\r\n"
         ).encode()
         with socket.create_connection(("127.0.0.1", ctr.port), timeout=30) as sock:
-            # Half the upload is on the wire: a worker has accepted the request.
+            # Half the upload is on the wire, and a worker has accepted the request.
             sock.sendall(head + body[: len(body) // 2])
-            time.sleep(0.5)
+            ctr.wait_accepted()
             stop_started = time.monotonic()
             stopper = threading.Thread(
                 target=engine.run, args=("stop", "-t", "10", ctr.cid), kwargs={"timeout": 60}
