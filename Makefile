@@ -45,6 +45,8 @@ test: install-dev browser-deps ## install everything the tests need and run the 
 # stops when the suite ends, whatever the outcome (the busy loops also stop on their own if
 # this shell is killed).
 STRESS_CPUS ?= $(shell nproc 2>/dev/null || echo 2)
+# Which tests the load slowed most is the first thing to read after a run.
+STRESS_PYTEST_ARGS ?= --durations=20
 .PHONY: test-stress stress-deps
 test-stress: install-dev browser-deps stress-deps ## the whole suite with $(STRESS_CPUS) cores kept busy by another process
 	@if command -v stress-ng >/dev/null 2>&1; then \
@@ -56,7 +58,7 @@ test-stress: install-dev browser-deps stress-deps ## the whole suite with $(STRE
 	    sh -c 'while kill -0 '$$$$' 2>/dev/null; do :; done' & load="$$load $$!"; done; \
 	fi; \
 	trap 'kill $$load 2>/dev/null' EXIT; trap 'exit 130' INT TERM HUP; \
-	$(BIN)/pytest
+	$(BIN)/pytest $(STRESS_PYTEST_ARGS)
 
 stress-deps: ## install Debian's stress-ng for test-stress when missing (apt, root; else a busy loop)
 	@if command -v stress-ng >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then exit 0; fi; \
@@ -126,7 +128,7 @@ bench: install-dev ## measure speed vs the in-process floor and a FastAPI baseli
 
 # --- container image --------------------------------------------------------------
 # docker where an engine answers, podman otherwise (override: CONTAINER=podman).
-# Without Docker Hub, point BASE_IMAGE at a local python:3.11-slim (README, Container).
+# Without Docker Hub, point BASE_IMAGE at a local python:3.11-slim (docs/deploy.md, Container).
 CONTAINER   ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE_NAME  ?= penguin-api
 BASE_IMAGE  ?= python:3.11-slim
@@ -160,7 +162,7 @@ lock: install-dev ## regenerate requirements.lock (hashed runtime pins) from pyp
 
 # --- deploy to Cloud Run ----------------------------------------------------------------
 # Every setting is a variable: `make deploy PROJECT_ID=my-project REGION=europe-west1 CPU=2
-# WORKERS=2`. Why each default: README, "Deploy to Cloud Run".
+# WORKERS=2`. Why each default: docs/deploy.md, "Deploy to Cloud Run".
 PROJECT_ID      ?=
 REGION          ?= us-central1
 SERVICE         ?= penguin-api

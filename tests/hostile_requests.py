@@ -1,6 +1,6 @@
 """Every bad request the hostile-input tests send, with the status and problem type it must get.
 
-One list, so the tests and the README's "Bad input" table cannot drift apart:
+One list, so the tests and the "Bad input" table of docs/reliability.md cannot drift apart:
 ``python -m tests.hostile_requests`` prints the table.
 """
 
@@ -179,7 +179,7 @@ def cases() -> list[Case]:
 
 
 def markdown_table() -> str:
-    """The README's "Bad input" table."""
+    """The "Bad input" table of docs/reliability.md."""
     rows = ["| Input | Status | Problem `type` |", "|---|---|---|"]
     rows += [
         f"| {c.what} | {c.status} | "

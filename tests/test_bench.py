@@ -1,7 +1,7 @@
 """`make bench` end to end with tiny phases: it runs, and its JSON carries every figure.
 
 No timing is asserted here (speed is what the benchmark reports, not what tests check);
-what is checked is that every figure the README quotes is produced, and that the servers
+what is checked is that every figure docs/performance.md quotes is produced, and that the servers
 answered every request the benchmark sent.
 """
 

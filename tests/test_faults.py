@@ -1,7 +1,7 @@
 """Faults with a real Gunicorn: a damaged model, a killed worker, SIGTERM under load, a burst.
 
 Each test prints what it counted (requests lost, latency), so a CI log shows the figures
-the README quotes. Nothing here asserts a speed; the waits are upper bounds that only a
+docs/reliability.md quotes. Nothing here asserts a speed; the waits are upper bounds that only a
 hang reaches.
 """
 

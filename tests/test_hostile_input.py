@@ -1,7 +1,8 @@
 """Hostile input over HTTP: every bad request gets its status and a problem+json with a detail,
 and changes nothing — the next good photo gets the same answer, from the same workers.
 
-The requests are listed in tests/hostile_requests.py (which also prints the README table).
+The requests are listed in tests/hostile_requests.py (which also prints the table in
+docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ the project's newest release; pip-audit then reports the package as "not found" 
 audits nothing. For those packages this test reads the project document instead when the
 locked version *is* the newest release, so the answer is the same one pip-audit would
 have given. A package that neither route can audit, and every vulnerability we accept,
-must be written down below (and in the README) with the reason — otherwise the test fails.
+must be written down below (and in docs/reliability.md) with the reason — otherwise the
+test fails.
 
 ``make audit`` runs this file alone and prints the per-package table.
 """
