@@ -28,8 +28,18 @@ from penguin_api.config import Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shipped model; PENGUIN_TEST_MODEL_DIR points the tests at another one (e.g. a candidate).
 DEFAULT_MODEL_DIR = Path(os.environ.get("PENGUIN_TEST_MODEL_DIR", REPO_ROOT / "model"))
-MODEL_FILE = "penguin-classifier.onnx"
 CARD_FILE = "model-card.json"
+
+
+def _named_by_card(model_dir: Path, default: str = "penguin-classifier.onnx") -> str:
+    """The ONNX file name the card gives (`file`), so a renamed model needs no test edits."""
+    try:
+        return str(json.loads((model_dir / CARD_FILE).read_text())["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
+MODEL_FILE = _named_by_card(DEFAULT_MODEL_DIR)
 
 # Settings a developer's shell may carry that would change what the test server does:
 # every variable penguin_api.config.Settings reads, and Gunicorn's own.
@@ -47,7 +57,7 @@ def free_port() -> int:
 
 def model_available(model_dir: Path = DEFAULT_MODEL_DIR) -> bool:
     """True when `model_dir` holds both the ONNX file and its card."""
-    return (model_dir / MODEL_FILE).is_file() and (model_dir / CARD_FILE).is_file()
+    return (model_dir / CARD_FILE).is_file() and (model_dir / _named_by_card(model_dir)).is_file()
 
 
 def copy_model(dest: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
