@@ -74,3 +74,5 @@ def _record_load(metrics, classifier) -> None:
     metrics.MODEL_LOAD_SECONDS.observe(classifier.load_seconds)
     card = classifier.card
     metrics.MODEL_INFO.labels(card.name, card.version, card.sha256).set(1)
+    # The denominator of the workers' busy share (monitoring/: saturation).
+    metrics.LIVE_WORKERS.set(1)

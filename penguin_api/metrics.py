@@ -69,6 +69,11 @@ COLD_STARTS = Counter(
     "penguin_worker_cold_starts",
     "Workers that served their first request.",
 )
+LIVE_WORKERS = Gauge(
+    "penguin_workers",
+    "Workers serving with their model loaded (each live worker adds 1).",
+    multiprocess_mode="livesum",
+)
 
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -192,3 +194,22 @@ def test_metrics_dir_made_by_the_server_is_removed_on_exit(model_dir):
         path = Path(line["message"].rsplit(" ", 1)[1])
         assert path.is_dir() and any(path.glob("*.db"))
     assert not path.exists()
+
+
+def test_live_workers_are_counted_and_a_replaced_worker_is_not_counted_twice(model_dir):
+    # penguin_workers is the denominator of the busy share the saturation alert reads.
+    with running_server(workers=2, model_dir=model_dir) as srv:
+        srv.wait_for(lambda: sample(metrics_text(srv), "penguin_workers") == 2, 60, "2 workers")
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        srv.wait_for(
+            lambda: victim not in srv.worker_pids() and len(srv.worker_pids()) == 2,
+            60,
+            "the killed worker replaced",
+        )
+        srv.wait_for(
+            lambda: sample(metrics_text(srv), "penguin_model_load_duration_seconds_count") == 3,
+            60,
+            "the new worker's model loaded",
+        )
+        assert sample(metrics_text(srv), "penguin_workers") == 2
