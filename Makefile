@@ -35,7 +35,7 @@ install-dev: $(VENV)/.dev-installed ## create .venv with the service, training a
 run: install ## serve the shipped model on :$(PORT)
 	PORT=$(PORT) $(BIN)/penguin-api serve
 
-test: install-dev browser-deps ## install everything the tests need and run the whole suite
+test: install-dev browser-deps monitoring-deps ## install everything the tests need and run the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -102,6 +102,35 @@ browser-deps: ## install Debian's chromium for the browser tests when it is miss
 	apt-get -o DPkg::Lock::Timeout=600 update -q && \
 	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
 	  --no-install-recommends chromium chromium-driver
+
+# --- monitoring: SLOs and alerts as code (monitoring/, docs/monitoring.md) ------------
+# Prometheus and promtool from Debian's `prometheus` package, installed with apt when
+# missing (root); without them the rule and end-to-end tests skip and say so.
+PROMETHEUS ?= /usr/bin/prometheus
+PROM_PORT  ?= 9090
+.PHONY: monitoring-deps monitor monitoring-test monitoring-files monitoring-screenshot
+monitoring-deps: ## install Debian's prometheus (and promtool) when missing (apt, root)
+	@if [ -x $(PROMETHEUS) ] && command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "monitoring-deps: $(PROMETHEUS) missing and not root; the monitoring tests will skip." \
+	       "Install it with: sudo apt-get install --no-install-recommends prometheus" >&2; exit 0; fi; \
+	apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+	  --no-install-recommends prometheus
+
+monitor: install monitoring-deps ## serve on :$(PORT) with Prometheus on :$(PROM_PORT) scraping it, rules loaded (Ctrl-C stops both)
+	PROMETHEUS=$(PROMETHEUS) $(PY) -m monitoring.local --port $(PORT) --prometheus-port $(PROM_PORT)
+
+monitoring-test: install-dev monitoring-deps ## promtool check + unit tests of the rules, and the end-to-end alert test
+	$(BIN)/pytest -p no:cacheprovider -q tests/test_monitoring_rules.py tests/test_monitoring_e2e.py
+
+monitoring-files: install-dev ## regenerate monitoring/cloud/ (policies, dashboard) from the rule files
+	$(PY) -m monitoring.cloud write
+
+# The README's picture of Prometheus's alerts page, taken during the end-to-end test.
+monitoring-screenshot: install-dev monitoring-deps browser-deps ## docs/img/prometheus-alerts.png from a real run
+	MONITORING_SCREENSHOT=$(CURDIR)/docs/img/prometheus-alerts.png \
+	  $(BIN)/pytest -p no:cacheprovider -q tests/test_monitoring_e2e.py -k refusals
 
 # --- reliability: fuzzing and dependency audit ----------------------------------
 # `make test` runs both too, bounded (a few hundred fuzz inputs per test); these run
