@@ -229,14 +229,40 @@ DEPLOY_FLAGS = --image=$(IMAGE) --cpu=$(CPU) --memory=$(MEMORY) --concurrency=$(
   --set-env-vars=WEB_CONCURRENCY=$(WORKERS),ORT_INTRA_OP_THREADS=$(ORT_THREADS),TIMEOUT=$(REQUEST_TIMEOUT)$(if $(ENV_VARS),$(comma)$(ENV_VARS)) \
   $(if $(filter true,$(PUBLIC)),--allow-unauthenticated,--no-allow-unauthenticated)
 
+# Metrics on Cloud Run: METRICS=gmp (default) deploys the Managed Service for Prometheus
+# sidecar beside the service; it scrapes /metrics as monitoring/run-monitoring.yaml says
+# (kept in Secret Manager as METRICS_SECRET) and writes to Cloud Monitoring. METRICS=none
+# deploys the service alone. What it costs: docs/monitoring.md.
+METRICS           ?= gmp
+METRICS_IMAGE     ?= us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0
+METRICS_CPU       ?= 500m
+METRICS_MEMORY    ?= 256Mi
+METRICS_SECRET    ?= penguin-api-run-monitoring
+APP_CONTAINER     ?= penguin-api
+METRICS_CONTAINER ?= collector
+# The runtime service account that reads the secret; empty: the Compute Engine default one.
+RUNTIME_SA        ?=
+# With two containers gcloud takes these flags per container, after --container=NAME; the
+# other deploy flags are the service's and come first.
+CONTAINER_FLAGS := --image=% --cpu=% --memory=% --port=% --set-env-vars=%
+SIDECAR_FLAGS = --container=$(APP_CONTAINER) $(filter $(CONTAINER_FLAGS),$(DEPLOY_FLAGS)) \
+  --container=$(METRICS_CONTAINER) --image=$(METRICS_IMAGE) --cpu=$(METRICS_CPU) \
+  --memory=$(METRICS_MEMORY) --depends-on=$(APP_CONTAINER) \
+  --set-secrets=/etc/rungmp/config.yaml=$(METRICS_SECRET):latest
+# $(call run_deploy,more service flags): `gcloud run deploy` with or without the sidecar.
+run_deploy = gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(if $(filter gmp,$(METRICS)),$\
+  $(filter-out $(CONTAINER_FLAGS),$(DEPLOY_FLAGS)) $(1) $(SIDECAR_FLAGS),$(DEPLOY_FLAGS) $(1))
+METRICS_SETUP = $(if $(filter gmp,$(METRICS)),metrics-config)
+
 .PHONY: registry cloud-build deploy deploy-candidate promote rollback url logs deploy-yaml \
-        _cloud-run-project _cloud-run-settings
+        metrics-config _cloud-run-project _cloud-run-settings
 _cloud-run-project:
 	@test -n "$(PROJECT_ID)" || { echo "PROJECT_ID is not set: make $(MAKECMDGOALS) PROJECT_ID=my-project [REGION=$(REGION)]" >&2; exit 2; }
 
 _cloud-run-settings: _cloud-run-project
 	@for v in CPU_BOOST=$(CPU_BOOST) PUBLIC=$(PUBLIC); do case "$${v#*=}" in true|false) ;; \
 	  *) echo "$$v: must be true or false" >&2; exit 2 ;; esac; done
+	@case "$(METRICS)" in gmp|none) ;; *) echo "METRICS=$(METRICS): must be gmp or none" >&2; exit 2 ;; esac
 
 registry: _cloud-run-project ## create the Artifact Registry repository (once per project and region)
 	gcloud artifacts repositories create $(REPOSITORY) --project=$(PROJECT_ID) \
@@ -247,12 +273,28 @@ cloud-build: _cloud-run-settings ## build and push $(IMAGE) with Cloud Build
 
 # A plain deploy serves the new revision at once; --to-latest also undoes a traffic pin
 # left by promote or rollback, which would otherwise keep serving the old revision.
-deploy: cloud-build ## build with Cloud Build, deploy, send all traffic to it (PROJECT_ID=...)
-	gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(DEPLOY_FLAGS)
+deploy: cloud-build $(METRICS_SETUP) ## build with Cloud Build, deploy, send all traffic to it (PROJECT_ID=...)
+	$(call run_deploy)
 	gcloud run services update-traffic $(SERVICE) $(RUN_FLAGS) --to-latest
 
-deploy-candidate: cloud-build ## deploy a revision with no traffic, tagged $(CANDIDATE_TAG) (own URL)
-	gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(DEPLOY_FLAGS) --no-traffic --tag=$(CANDIDATE_TAG)
+deploy-candidate: cloud-build $(METRICS_SETUP) ## deploy a revision with no traffic, tagged $(CANDIDATE_TAG) (own URL)
+	$(call run_deploy,--no-traffic --tag=$(CANDIDATE_TAG))
+
+# The sidecar's scrape config, with the service's port, as the latest version of a secret
+# (a new version only when it changed), readable by the service's runtime account.
+metrics-config: _cloud-run-project ## store monitoring/run-monitoring.yaml in Secret Manager for the sidecar
+	@mkdir -p out
+	sed -e 's|^\([[:space:]]*- port:\) .*|\1 $(CONTAINER_PORT)|' monitoring/run-monitoring.yaml \
+	  > out/run-monitoring.yaml
+	gcloud secrets describe $(METRICS_SECRET) --project=$(PROJECT_ID) >/dev/null 2>&1 || \
+	  gcloud secrets create $(METRICS_SECRET) --project=$(PROJECT_ID) --replication-policy=automatic
+	gcloud secrets versions access latest --secret=$(METRICS_SECRET) --project=$(PROJECT_ID) \
+	  2>/dev/null | cmp -s - out/run-monitoring.yaml || gcloud secrets versions add \
+	  $(METRICS_SECRET) --project=$(PROJECT_ID) --data-file=out/run-monitoring.yaml
+	gcloud secrets add-iam-policy-binding $(METRICS_SECRET) --project=$(PROJECT_ID) \
+	  --member=serviceAccount:$(or $(RUNTIME_SA),$$(gcloud projects describe $(PROJECT_ID) \
+	  --format='value(projectNumber)')-compute@developer.gserviceaccount.com) \
+	  --role=roles/secretmanager.secretAccessor >/dev/null
 
 # Tags the revision serving most traffic `previous` (for rollback), then moves traffic to
 # the candidate in STEPS percentages, STEP_WAIT seconds apart: STEPS="10 50 100".
@@ -285,11 +327,12 @@ logs: _cloud-run-project ## the service's latest $(LOG_LIMIT) log lines
 	gcloud run services logs read $(SERVICE) $(RUN_FLAGS) --limit=$(LOG_LIMIT)
 
 # The same service from its Knative manifest: service.yaml with this commit's image.
-# Its settings are the defaults above; edit the file to change them on this path.
-deploy-yaml: cloud-build ## deploy service.yaml (Knative manifest) with this commit's image
+# Its settings are the defaults above; edit the file to change them on this path. It
+# carries the metrics sidecar as written (METRICS applies to make deploy only).
+deploy-yaml: cloud-build metrics-config ## deploy service.yaml (Knative manifest) with this commit's image
 	@mkdir -p out
-	sed -e 's|^\( *\)image: .*|\1image: $(IMAGE)|' -e 's|^  name: penguin-api$$|  name: $(SERVICE)|' \
-	  service.yaml > out/service.yaml
+	sed -e 's|^\( *\)image: REGION-docker\.pkg\.dev/.*|\1image: $(IMAGE)|' \
+	  -e 's|^  name: penguin-api$$|  name: $(SERVICE)|' service.yaml > out/service.yaml
 	gcloud run services replace out/service.yaml $(RUN_FLAGS)
 	$(if $(filter true,$(PUBLIC)),gcloud run services add-iam-policy-binding $(SERVICE) $(RUN_FLAGS) \
 	  --member=allUsers --role=roles/run.invoker)

@@ -38,6 +38,53 @@ DEFAULT_DEPLOY_FLAGS = [
     "--set-env-vars=WEB_CONCURRENCY=1,ORT_INTRA_OP_THREADS=1,TIMEOUT=30",
     "--allow-unauthenticated",
 ]
+# METRICS=gmp (the default): the sidecar's scrape config goes to Secret Manager first, and
+# the deploy names two containers; tests answer `projects describe` with METRICS_SCRIPT.
+METRICS_SECRET = "penguin-api-run-monitoring"
+PROJECT_NUMBER = "123456789012"
+METRICS_SCRIPT = [{"match": ["projects", "describe"], "stdout": f"{PROJECT_NUMBER}\n"}]
+_IN_PROJECT = f"--project={PROJECT}"
+METRICS_SETUP = [
+    ["secrets", "describe", METRICS_SECRET, _IN_PROJECT],
+    ["secrets", "versions", "access", "latest", f"--secret={METRICS_SECRET}", _IN_PROJECT],
+    ["secrets", "versions", "add", METRICS_SECRET, _IN_PROJECT,
+     "--data-file=out/run-monitoring.yaml"],
+    ["projects", "describe", PROJECT, "--format=value(projectNumber)"],
+    ["secrets", "add-iam-policy-binding", METRICS_SECRET, _IN_PROJECT,
+     f"--member=serviceAccount:{PROJECT_NUMBER}-compute@developer.gserviceaccount.com",
+     "--role=roles/secretmanager.secretAccessor"],
+]  # fmt: skip
+SIDECAR_IMAGE = (
+    "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+)
+_CONTAINER_FLAGS = ("--image=", "--cpu=", "--memory=", "--port=", "--set-env-vars=")
+
+
+def with_sidecar(flags: list[str], *service_flags: str) -> list[str]:
+    """`flags` of a one-container deploy as gcloud needs them with the metrics sidecar."""
+    own = [f for f in flags if f.startswith(_CONTAINER_FLAGS)]
+    shared = [f for f in flags if not f.startswith(_CONTAINER_FLAGS)]
+    return [
+        *shared, *service_flags, "--container=penguin-api", *own,
+        "--container=collector", f"--image={SIDECAR_IMAGE}", "--cpu=500m", "--memory=256Mi",
+        "--depends-on=penguin-api",
+        f"--set-secrets=/etc/rungmp/config.yaml={METRICS_SECRET}:latest",
+    ]  # fmt: skip
+
+
+def containers_of(call: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """A deploy call's service flags, and each --container's own flags, by container name."""
+    service: list[str] = []
+    containers: dict[str, list[str]] = {}
+    current = service
+    for arg in call:
+        if arg.startswith("--container="):
+            current = containers.setdefault(arg.split("=", 1)[1], [])
+        else:
+            current.append(arg)
+    return flags_of(service), {name: flags_of(args) for name, args in containers.items()}
+
+
 # Every deploy test runs the real Makefile.
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 from tests.fake_gcloud import (
     BUILD,
     DEFAULT_DEPLOY_FLAGS,
+    METRICS_SCRIPT,
+    METRICS_SETUP,
     PROJECT,
     REGION,
     TAG,
     WHERE,
     needs_make,
     traffic,
+    with_sidecar,
 )
 
 pytestmark = needs_make
@@ -25,7 +28,7 @@ pytestmark = needs_make
 
 
 def test_deploy_candidate_creates_a_tagged_revision_that_gets_no_traffic(make) -> None:
-    run = make("deploy-candidate", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG)
+    run = make("deploy-candidate", PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG, METRICS="none")
     assert run.returncode == 0, run.stderr
     assert run.calls == [
         BUILD,
@@ -39,6 +42,16 @@ def test_deploy_candidate_creates_a_tagged_revision_that_gets_no_traffic(make) -
             "--tag=candidate",
         ],
     ]
+
+
+def test_a_candidate_gets_the_metrics_sidecar_too(make) -> None:
+    run = make(
+        "deploy-candidate", script=METRICS_SCRIPT, PROJECT_ID=PROJECT, REGION=REGION, IMAGE_TAG=TAG
+    )
+    assert run.returncode == 0, run.stderr
+    # --no-traffic and --tag are the service's flags: before the containers' own.
+    flags = with_sidecar(DEFAULT_DEPLOY_FLAGS, "--no-traffic", "--tag=candidate")
+    assert run.calls == [BUILD, *METRICS_SETUP, ["run", "deploy", "penguin-api", *WHERE, *flags]]
 
 
 def test_promote_tags_the_serving_revision_previous_then_moves_all_traffic(make) -> None:
