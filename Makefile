@@ -255,7 +255,7 @@ run_deploy = gcloud run deploy $(SERVICE) $(RUN_FLAGS) $(if $(filter gmp,$(METRI
 METRICS_SETUP = $(if $(filter gmp,$(METRICS)),metrics-config)
 
 .PHONY: registry cloud-build deploy deploy-candidate promote rollback url logs deploy-yaml \
-        metrics-config _cloud-run-project _cloud-run-settings
+        metrics-config monitoring _cloud-run-project _cloud-run-settings
 _cloud-run-project:
 	@test -n "$(PROJECT_ID)" || { echo "PROJECT_ID is not set: make $(MAKECMDGOALS) PROJECT_ID=my-project [REGION=$(REGION)]" >&2; exit 2; }
 
@@ -336,6 +336,16 @@ deploy-yaml: cloud-build metrics-config ## deploy service.yaml (Knative manifest
 	gcloud run services replace out/service.yaml $(RUN_FLAGS)
 	$(if $(filter true,$(PUBLIC)),gcloud run services add-iam-policy-binding $(SERVICE) $(RUN_FLAGS) \
 	  --member=allUsers --role=roles/run.invoker)
+
+# Alert policies and the dashboard in Cloud Monitoring, generated from monitoring/rules/
+# (monitoring/cloud.py); found by display name, so a second run updates them.
+# PYTHON=... on the command line runs with that interpreter (with pyyaml) instead of .venv.
+NOTIFY_EMAIL    ?=
+MONITORING_PY   = $(if $(filter command line,$(origin PYTHON)),$(PYTHON),$(PY))
+MONITORING_DEPS = $(if $(filter command line,$(origin PYTHON)),,install-dev)
+monitoring: _cloud-run-project $(MONITORING_DEPS) ## create or update the alert policies and dashboard (PROJECT_ID=..., NOTIFY_EMAIL=...)
+	$(MONITORING_PY) -m monitoring.apply --project=$(PROJECT_ID) --service=$(SERVICE) \
+	  --out=out/monitoring $(if $(NOTIFY_EMAIL),--notify-email=$(NOTIFY_EMAIL))
 
 # --- load tests and cold starts (loadtests/) ----------------------------------------------
 # make loadtest [HOST=https://...run.app] SHAPE=steady|ramp10x|spike|idle-gaps USERS=10
