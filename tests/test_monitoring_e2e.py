@@ -10,6 +10,7 @@ polls with a deadline.
 
 With Debian's Chromium, the refusals test also opens Prometheus's alerts page while the
 alert fires; MONITORING_SCREENSHOT=path keeps that picture (`make monitoring-screenshot`).
+The last test runs what `make monitor` runs, with the rules as shipped, until Ctrl-C.
 """
 
 from __future__ import annotations
