@@ -1,4 +1,4 @@
-"""The `penguin-api` command: serve | predict | evaluate | train | learning-curve.
+"""The `penguin-api` command: serve | predict | merge | evaluate | train | learning-curve.
 
 Each subcommand lives in the module that owns its concern; this file only wires
 them into one argument parser. Only the chosen subcommand's module is imported, so
@@ -30,7 +30,12 @@ _COMMANDS: dict[str, _Command] = {
     "serve": _Command(
         "penguin_api.serve", "run the API under Gunicorn with the project's settings"
     ),
-    "predict": _Command("penguin_api.predict", "classify photos locally, one JSON line per photo"),
+    "predict": _Command(
+        "penguin_api.predict", "classify photos, folders or a gs:// bucket; resumable results"
+    ),
+    "merge": _Command(
+        "penguin_api.batch.merge", "join the parts a Cloud Run Job's predict tasks wrote"
+    ),
     "evaluate": _Command(
         "penguin_api.training.evaluate",
         "score a model on a folder-per-species tree",

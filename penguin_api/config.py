@@ -51,6 +51,10 @@ class Settings:
     warmup_runs: int = 2
     google_cloud_project: str | None = None
     prometheus_multiproc_dir: Path | None = None
+    # Set by Cloud Run Jobs in each task: which share of a batch this process takes.
+    cloud_run_task_index: int = 0
+    cloud_run_task_count: int = 1
+    cloud_run_task_attempt: int = 0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -89,12 +93,21 @@ class Settings:
             "max_batch_files",
             "top_k",
             "timeout",
+            "cloud_run_task_count",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
         if self.graceful_timeout < 0 or self.warmup_runs < 0:
             raise SettingsError("GRACEFUL_TIMEOUT and WARMUP_RUNS must not be negative")
+        if not 0 <= self.cloud_run_task_index < self.cloud_run_task_count:
+            raise SettingsError(
+                f"CLOUD_RUN_TASK_INDEX={self.cloud_run_task_index} is not in 0.."
+                f"{self.cloud_run_task_count - 1} "
+                f"(CLOUD_RUN_TASK_COUNT={self.cloud_run_task_count})"
+            )
+        if self.cloud_run_task_attempt < 0:
+            raise SettingsError("CLOUD_RUN_TASK_ATTEMPT must not be negative")
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
 
