@@ -29,7 +29,9 @@ COPY requirements.lock pyproject.toml ./
 # (the Python binding has the runtime linked in); NumPy's build tools (f2py, distutils);
 # Pillow's font rendering and Tk bridge (its AVIF codec stays: AVIF is an accepted format).
 # The imports at the end fail the build if a future release needs something removed, or
-# if Pillow lost AVIF (the service would then quietly refuse AVIF uploads).
+# if Pillow lost AVIF (the service would then quietly refuse AVIF uploads). The lock also
+# holds the gcs extra (google-cloud-storage): Cloud Run Jobs run this image as
+# `penguin-api predict gs://...` (docs/batch.md); serving never imports it.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes --only-binary=:all: \
         -r requirements.lock \
@@ -47,7 +49,7 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/python -c "import onnxruntime, numpy, flask, gunicorn, prometheus_client; \
 import pillow_heif; from PIL import Image, features; Image.init(); \
 pillow_heif.register_heif_opener(); assert features.check('avif'), 'Pillow without AVIF'; \
-onnxruntime.InferenceSession"
+onnxruntime.InferenceSession; import tqdm, google.cloud.storage"
 
 # --- final: what runs ------------------------------------------------------------------
 FROM ${BASE_IMAGE}

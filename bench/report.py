@@ -11,6 +11,7 @@ from .loadgen import LoadResult
 #: The issue's targets: figure path in the report, comparison, bound.
 TARGETS = (
     ("service throughput / floor", ("service", "ratio_to_floor"), ">=", 0.85),
+    ("batch tool throughput / floor", ("batch", "ratio_to_floor"), ">=", 0.9),
     ("p99 / p50 at 5 req/s", ("service", "open_loop", "p99_over_p50"), "<=", 2.0),
     ("12 MP: ours / FastAPI", ("ours_vs_alternative", "large"), ">=", 4.0),
     ("int8 speed-up over fp32", ("model", "int8_speedup"), ">=", 1.8),
@@ -112,6 +113,9 @@ def table(report: dict) -> str:
 
     floor = report.get("floor", {})
     load_row(f"floor ({floor.get('processes')} processes, in-process)", floor)
+    batch = report.get("batch")
+    if batch:
+        load_row(f"batch tool (predict, {batch.get('processes')} processes)", batch)
     service = report.get("service", {})
     for size in ("small", "large"):
         load_row(f"service, {size} photos, closed loop", service.get("closed_loop", {}).get(size))
@@ -130,6 +134,12 @@ def table(report: dict) -> str:
     lines += [f"{a:44} {b:>9} {c:>9} {d:>9}" for a, b, c, d in rows]
 
     lines.append("")
+    if batch:
+        lines.append(
+            f"batch tool: {_fmt(batch.get('throughput_rps'))} photos/s = "
+            f"{_fmt(batch.get('ratio_to_floor'))} x the floor (start-up apart: "
+            f"{', '.join(f'{s} s' for s in batch.get('startup_s', []))})"
+        )
     small = service.get("closed_loop", {}).get("small", {})
     if "server_cpu_ms_per_request" in small:
         lines.append(

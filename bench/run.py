@@ -2,9 +2,9 @@
 
 Order: model alone and decode (one core, nothing else of ours running), then the floor
 pool, the service and the FastAPI alternative all started, and measured in interleaved
-rounds (floor, service, alternative, ...) so that whatever else the machine is doing
-weighs on all of them alike; then the service's open loop at 5 req/s, then the floor's
-alone at the same rate; then memory.
+rounds (floor, the batch tool `penguin-api predict`, service, alternative, ...) so that
+whatever else the machine is doing weighs on all of them alike; then the service's open
+loop at 5 req/s, then the floor's alone at the same rate; then memory.
 
     python -m bench.run [--seconds 15] [--out reports/bench.json]
 
@@ -34,6 +34,7 @@ from penguin_api.imaging import prepare
 from tests.server import REPO_ROOT, running_server
 
 from . import report as rep
+from .batch import BatchTool
 from .decode import measure_decode
 from .floor import MAX_PIXELS, Floor, FloorResult, model_latency
 from .loadgen import Client, LoadResult, closed_loop, multipart, open_loop, warm_up
@@ -121,6 +122,7 @@ def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
     shipped = cfg.model_dir / "penguin-classifier.onnx"
     _log(f"starting the floor ({cfg.workers} processes), the service and the alternative")
     floor = Floor(str(shipped), tuple(p.data for p in photos.small), cfg.workers)
+    batch = BatchTool(photos.small, cfg.model_dir, cfg.workers)
     try:
         with running_server(workers=cfg.workers, model_dir=cfg.model_dir) as srv, \
                 running_alternative(shipped) as alt:  # fmt: skip
@@ -133,8 +135,12 @@ def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
             }
             ours_pids = [srv.proc.pid, *srv.worker_pids()]
             for r in range(ROUNDS):
-                _log(f"round {r + 1}/{ROUNDS}: floor, service, alternative ({window:.1f} s each)")
-                floor.measure(window)
+                _log(
+                    f"round {r + 1}/{ROUNDS}: floor, batch tool, service, alternative "
+                    f"({window:.1f} s each)"
+                )
+                floor_rate = floor.measure(window)
+                batch.measure(window, floor_rate)
                 for key, client, uploads, pids in (
                     ("ours_small", ours, small, ours_pids),
                     ("alt_small", theirs, small, [alt.proc.pid]),
@@ -162,6 +168,7 @@ def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
             }
     finally:
         floor.close()
+        batch.close()
     mem["floor_process_rss_mb"] = [
         round(b / 2**20, 1) for b in floor.result.rss_bytes[-cfg.workers :]
     ]
@@ -170,8 +177,18 @@ def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
     open_figs = _open_loop_figures(open_result, before, after)
     alt_figs = {s: rep.load_figures(loads[f"alt_{s}"]) for s in ("small", "large")}
     ours_figs = {"small": ours_small, "large": rep.load_figures(loads["ours_large"])}
+    batch_figs = {
+        "command": "penguin-api predict FOLDER --out results.jsonl",
+        "processes": cfg.workers,
+        "throughput_rps": round(batch.result.throughput, 2),
+        "photos": batch.result.photos,
+        "seconds": round(batch.result.seconds, 1),
+        "startup_s": batch.result.startup_s,
+        "ratio_to_floor": rep.ratio(batch.result.throughput, floor_figs["throughput_rps"]),
+    }
     return {
         "floor": floor_figs,
+        "batch": batch_figs,
         "service": {
             "workers": cfg.workers,
             "clients": cfg.clients,

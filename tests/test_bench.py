@@ -20,6 +20,8 @@ from tests.server import REPO_ROOT
 FIGURES = [
     ("floor", "throughput_rps"),
     ("floor", "p50_ms"),
+    ("batch", "throughput_rps"),
+    ("batch", "ratio_to_floor"),
     ("service", "closed_loop", "small", "throughput_rps"),
     ("service", "closed_loop", "small", "p50_ms"),
     ("service", "closed_loop", "small", "p99_ms"),
@@ -101,6 +103,7 @@ def test_table_states_each_target_and_its_verdict(bench_run: tuple[dict, str]) -
     report, table = bench_run
     assert set(report["targets"]) == {
         "service throughput / floor",
+        "batch tool throughput / floor",
         "p99 / p50 at 5 req/s",
         "12 MP: ours / FastAPI",
         "int8 speed-up over fp32",

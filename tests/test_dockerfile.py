@@ -40,6 +40,15 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     assert not pinned & {"torch", "onnx", "matplotlib"}
 
 
+def test_lock_holds_the_gcs_extra_the_batch_jobs_need() -> None:
+    # Cloud Run Jobs run the service's image on gs:// paths (docs/batch.md).
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    pinned = {n.lower() for n in re.findall(r"^([A-Za-z0-9_.-]+)==", lock, flags=re.M)}
+    wanted = {_requirement_name(dep) for dep in project["optional-dependencies"]["gcs"]}
+    assert wanted <= pinned, f"gcs extra not in requirements.lock (make lock): {wanted - pinned}"
+
+
 def test_dockerfile_is_hadolint_clean() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
         "hadolint"
