@@ -271,6 +271,38 @@ def test_changing_a_source_file_reuses_the_dependency_layer(image: BuiltImage) -
         image.engine.run("rmi", rebuild.tag, check=False)
 
 
+@pytest.mark.container
+def test_the_image_runs_a_cloud_run_job_task_on_a_bucket(
+    image: BuiltImage, shared_data: Path, tmp_path: Path
+) -> None:
+    # make batch-job runs this image as `python -m penguin_api.cli predict gs://...`.
+    storage = pytest.importorskip("google.cloud.storage")
+    from tests.gcs_emulator import running_emulator
+
+    photos = sorted((shared_data / "not_penguin" / "val").glob("*.jp*g"))[:6]
+    with running_emulator(tmp_path / "emulator.log") as url:
+        from google.auth.credentials import AnonymousCredentials
+
+        client = storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": url}
+        )
+        bucket = client.create_bucket("survey")
+        for photo in photos:
+            bucket.blob(f"photos/{photo.name}").upload_from_filename(str(photo))
+        run = image.engine.run(
+            "run", "--rm", "--network", "host", *LIMITS, "-e", f"STORAGE_EMULATOR_HOST={url}",
+            "-e", "CLOUD_RUN_TASK_INDEX=0", "-e", "CLOUD_RUN_TASK_COUNT=1",
+            image.build.tag, "python", "-m", "penguin_api.cli", "predict",
+            "gs://survey/photos", "--out", "gs://survey/results",
+            check=False, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        part = bucket.blob("results/part-00000-of-00001.jsonl").download_as_bytes()
+    rows = [json.loads(line) for line in part.decode().splitlines()]
+    assert [r["file"] for r in rows] == sorted(f"gs://survey/photos/{p.name}" for p in photos)
+    assert all("model" in r for r in rows)
+
+
 # --- raw HTTP, for the request held open across SIGTERM --------------------------------------
 
 
