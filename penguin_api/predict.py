@@ -19,6 +19,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from penguin_api.batch.output import Output
+    from penguin_api.batch.progress import Summary
+    from penguin_api.config import Settings
 
 LABEL = "penguin-api predict"
 EXIT_SOME_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
@@ -102,7 +108,7 @@ def _say(message: str) -> None:
     print(f"{LABEL}: {message}", file=sys.stderr, flush=True)
 
 
-def _output(out: str | None, settings, model_version: str):
+def _output(out: str | None, settings: Settings, model_version: str) -> Output:
     from penguin_api.batch import output, storage
 
     if out is None:
@@ -113,7 +119,14 @@ def _output(out: str | None, settings, model_version: str):
     return output.FileOutput(Path(out), model_version)
 
 
-def _classify(args, settings, model_dir: Path, keys: list[str], out, workers: int) -> int:
+def _classify(
+    args: argparse.Namespace,
+    settings: Settings,
+    model_dir: Path,
+    keys: list[str],
+    out: Output,
+    workers: int,
+) -> int:
     """Run the pool over what is left to do, write, report; the exit status."""
     from penguin_api.batch.pool import Pool, WorkerConfig
     from penguin_api.batch.progress import Progress, Summary, rate_line
@@ -176,7 +189,7 @@ def _classify(args, settings, model_dir: Path, keys: list[str], out, workers: in
     return EXIT_SOME_FAILED if summary.failed else 0
 
 
-def _report(summary, out) -> None:
+def _report(summary: Summary, out: Output) -> None:
     for line in summary.lines(out.description):
         print(line, file=sys.stderr)
     sys.stderr.flush()

@@ -297,3 +297,16 @@ def test_progress_bar_on_a_terminal(shared_data, model_dir, tmp_path):
     assert proc.returncode == 0, text
     total = len(read_rows(tmp_path / "r.jsonl"))
     assert f"{total}/{total}" in text and "100%" in text and "photo/s" in text, text
+
+
+def test_a_reader_that_stops_early_ends_the_run_without_a_traceback(shared_data, model_dir):
+    # `penguin-api predict FOLDER | head -1`
+    proc = start_cli("predict", str(shared_data / "not_penguin" / "val"), "--model-dir",
+                     str(model_dir), "--workers", "1")  # fmt: skip
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert json.loads(first)["file"]
+    assert proc.returncode == 2
+    assert "standard output was closed" in stderr and "Traceback" not in stderr

@@ -109,8 +109,13 @@ class StdoutOutput(Output):
         self.description = "standard output"
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        self._stream.write("".join(rowfmt.jsonl_line(r) for r in rows))
-        self._stream.flush()
+        try:
+            self._stream.write("".join(rowfmt.jsonl_line(r) for r in rows))
+            self._stream.flush()
+        except BrokenPipeError:  # `penguin-api predict DIR | head`: the reader has enough
+            # Nothing more can reach the reader; keep interpreter exit from trying again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            raise OutputError("standard output was closed; stopped") from None
 
 
 class FileOutput(Output):

@@ -110,6 +110,10 @@ class _Chunk:
     #: Indices still to send (all at first; the unanswered ones after a worker died).
     todo: list[int]
 
+    @classmethod
+    def of(cls, keys: list[str]) -> _Chunk:
+        return cls(keys, [None] * len(keys), list(range(len(keys))))
+
     @property
     def complete(self) -> bool:
         return all(r is not None for r in self.rows)
@@ -156,10 +160,9 @@ class Pool:
         """Rows for `keys`, a chunk at a time, in order; KeyboardInterrupt passes through."""
         size = self._chunk_size
         chunks = {
-            seq: _Chunk(keys[start : start + size], [None] * len(keys[start : start + size]),
-                        list(range(len(keys[start : start + size]))))
+            seq: _Chunk.of(keys[start : start + size])
             for seq, start in enumerate(range(0, len(keys), size))
-        }  # fmt: skip
+        }
         queue: deque[int] = deque(sorted(chunks))
         next_out, count = 0, len(chunks)
         while next_out < count:
