@@ -212,3 +212,16 @@ def test_local_folders_work_on_the_runtime_install(shared_data, model_dir, tmp_p
               env=cli_env(PYTHONPATH=str(path)))  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert len(read_rows(tmp_path / "r.csv")) > 0
+
+
+def test_the_service_serves_on_the_runtime_install(model_dir, tmp_path, small_jpeg):
+    # Serving never imports the gcs extra (nor any other extra).
+    import requests
+
+    from tests.server import running_server
+
+    path = runtime_only_path(tmp_path / "runtime-only")
+    with running_server(workers=1, model_dir=model_dir, env={"PYTHONPATH": str(path)}) as srv:
+        answer = requests.post(srv.url("/predict"), files={"file": small_jpeg}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["top_k"]
