@@ -94,7 +94,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
 # --- the parent's side --------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # a worker is itself, not its field values
 class _Worker:
     process: Any
     conn: Connection
@@ -138,10 +138,6 @@ class Pool:
         except BaseException:
             self.terminate()
             raise
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers]
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -214,8 +210,8 @@ class Pool:
             _, seq, index, row = message
             chunk = chunks[seq]
             chunk.rows[index] = row
-            if chunk.complete and worker.holding and worker.holding[0] == seq:
-                worker.holding.popleft()
+            if chunk.complete and seq in worker.holding:
+                worker.holding.remove(seq)
 
     def _replace(self, dead: _Worker, queue: deque[int] | None, chunks: dict[int, _Chunk]) -> None:
         """Start a worker in place of `dead`; what it held goes to the front of the queue."""
