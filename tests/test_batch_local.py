@@ -310,3 +310,21 @@ def test_a_reader_that_stops_early_ends_the_run_without_a_traceback(shared_data,
     assert json.loads(first)["file"]
     assert proc.returncode == 2
     assert "standard output was closed" in stderr and "Traceback" not in stderr
+
+
+def test_answers_below_the_cards_confident_threshold_are_counted_as_not_sure(
+    shared_data, model_dir, tmp_path
+):
+    from tests.server import copy_model_with_thresholds
+
+    # Every confidence is below 1.0, so every species answer is marked uncertain.
+    model = copy_model_with_thresholds(tmp_path / "model", model_dir, confident=1.0)
+    folder = next(p for p in sorted((shared_data / "penguins" / "val").iterdir()) if p.is_dir())
+    out = tmp_path / "r.csv"
+    run = cli("predict", str(folder), "--out", str(out), "--model-dir", str(model))
+    assert run.returncode == 0, run.stderr
+    records = read_rows(out)
+    answered = [r for r in records if r["species"]]
+    assert answered and all(r["uncertain"] == "true" for r in answered)
+    assert all(r["uncertain"] == "" for r in records if not r["species"])
+    assert f"not sure (below the model's confidence threshold): {len(answered)}" in run.stderr
