@@ -148,7 +148,7 @@ audit: install-dev ## pip-audit the locked dependencies (requirements.lock)
 # --- benchmark ------------------------------------------------------------------
 # One run measures the floor (in-process), the service (real Gunicorn) and the FastAPI
 # baseline side by side; only such ratios mean anything on a shared machine.
-# BENCH_SECONDS is one measured phase (default 15 s: the whole run takes under 3 minutes).
+# BENCH_SECONDS is one measured phase (default 15 s: the whole run takes about 3.3 minutes).
 BENCH_SECONDS ?= 15
 BENCH_OUT     ?= reports/bench.json
 .PHONY: bench

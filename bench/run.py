@@ -9,7 +9,7 @@ loop at 5 req/s, then the floor's alone at the same rate; then memory.
     python -m bench.run [--seconds 15] [--out reports/bench.json]
 
 BENCH_SECONDS (default 15) is the length of one measured phase; the run takes about
-nine phases plus ~20 s of start-up (BENCH_SECONDS=15: about 2.7 minutes).
+ten phases plus ~30 s of start-ups (BENCH_SECONDS=15: about 3.3 minutes).
 """
 
 from __future__ import annotations
