@@ -146,8 +146,9 @@ audit: install-dev ## pip-audit the locked dependencies (requirements.lock)
 	$(BIN)/pytest -p no:cacheprovider -q tests/test_supply_chain.py
 
 # --- benchmark ------------------------------------------------------------------
-# One run measures the floor (in-process), the service (real Gunicorn) and the FastAPI
-# baseline side by side; only such ratios mean anything on a shared machine.
+# One run measures the floor (in-process), the service (real Gunicorn), the batch tool
+# (penguin-api predict) and the FastAPI baseline side by side; only such ratios mean
+# anything on a shared machine.
 # BENCH_SECONDS is one measured phase (default 15 s: the whole run takes about 3.3 minutes).
 BENCH_SECONDS ?= 15
 BENCH_OUT     ?= reports/bench.json
