@@ -8,10 +8,11 @@ penguin_api.errors as problem+json.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -66,10 +67,16 @@ class UploadRequest(Request):
 
 @dataclass(frozen=True)
 class Service:
-    """What the endpoints need: the settings and this worker's model slot."""
+    """What the endpoints need: the settings, this worker's model slot, its inference lock.
+
+    A worker answers predictions one at a time, whichever of its threads runs them:
+    parsing the upload, decoding and inference hold `inference`. So a worker keeps to its
+    one core (ORT_INTRA_OP_THREADS).
+    """
 
     settings: Settings
     slot: ModelSlot
+    inference: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _service() -> Service:
@@ -139,6 +146,11 @@ def _count_refusal(exc: errors.ApiError) -> None:
 def predict() -> Response:
     """Classify one uploaded photo."""
     classifier = _classifier()
+    with _service().inference:
+        return _predict_one(classifier)
+
+
+def _predict_one(classifier: Classifier) -> Response:
     files = _uploads()
     if len(files) > 1:
         raise errors.TooManyFiles(
@@ -160,6 +172,11 @@ def predict() -> Response:
 def predict_batch() -> Response:
     """Classify several photos in one ONNX run; a bad file gets its own error entry."""
     classifier = _classifier()
+    with _service().inference:
+        return _predict_many(classifier)
+
+
+def _predict_many(classifier: Classifier) -> Response:
     files = _uploads()
     limit = _service().settings.max_batch_files
     if len(files) > limit:

@@ -49,6 +49,7 @@ class Settings:
     timeout: int = 30
     graceful_timeout: int = 8
     warmup_runs: int = 2
+    read_timeout: int = 30
     google_cloud_project: str | None = None
     prometheus_multiproc_dir: Path | None = None
     # Set by Cloud Run Jobs in each task: which share of a batch this process takes.
@@ -94,6 +95,7 @@ class Settings:
             "top_k",
             "timeout",
             "cloud_run_task_count",
+            "read_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -48,6 +48,9 @@ PROBLEMS: dict[str, ProblemType] = {
         ProblemType("not-found", 404, "Not found", "No such endpoint."),
         ProblemType("method-not-allowed", 405, "Method not allowed",
                     "The endpoint exists but not with this HTTP method; see the Allow header."),
+        ProblemType("request-timeout", 408, "Request timeout",
+                    "The request did not arrive in full within READ_TIMEOUT seconds of "
+                    "connecting; the connection is closed. Send it again."),
         ProblemType("upload-too-large", 413, "Upload too large",
                     "The request body is over the upload limit (MAX_UPLOAD_MB)."),
         ProblemType("too-many-parts", 413, "Too many form parts",
@@ -189,6 +192,15 @@ def init_app(app: Flask, max_upload_bytes: int) -> None:
             else ProblemType(f"http-{status}", status, exc.name, exc.description or exc.name)
         )
         return problem_response(problem, detail, headers)
+
+    @app.errorhandler(TimeoutError)
+    def _read_timeout(exc: TimeoutError) -> Response:
+        # The server gave up waiting for the rest of the body (penguin_api.worker).
+        return problem_response(
+            PROBLEMS["request-timeout"],
+            "The request body did not arrive in full in time; send it again.",
+            {"Connection": "close"},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

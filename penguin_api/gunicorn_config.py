@@ -59,10 +59,19 @@ bind = f"{_settings.host}:{_settings.port}"
 backlog = 256
 
 # --- workers ------------------------------------------------------------------------------
-# Inference is CPU-bound: one sync worker per CPU the cgroup quota allows (not the host's
-# core count), each with one ONNX Runtime thread, so workers never fight over cores.
-worker_class = "sync"
+# Inference is CPU-bound: one worker per CPU the cgroup quota allows (not the host's core
+# count), each with one ONNX Runtime thread and one inference at a time, so workers never
+# fight over cores. The worker receives each request whole in its event loop before a
+# thread runs it (penguin_api/worker.py): a slow client holds a connection, not a worker.
+worker_class = "penguin_api.worker.BufferingWorker"
 workers = _settings.web_concurrency
+# Threads only run requests that have fully arrived, and those take the worker's
+# inference lock in turn: a few keep the next request parsed and ready behind the one
+# being classified.
+threads = 4
+# Connections one worker holds (idle, arriving or answered), each for at most READ_TIMEOUT;
+# past this the worker takes no more and new ones wait in the backlog.
+worker_connections = 1000
 # Heartbeat files in memory: a slow or full disk must not make Gunicorn kill healthy workers.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Not preloaded: each worker imports the app after the fork and builds its own session
@@ -70,13 +79,15 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 preload_app = False
 
 # --- timeouts -----------------------------------------------------------------------------
-# A worker silent for this long is killed and replaced (a stuck decode must not hold a CPU).
+# A request that runs this long in a worker (a stuck decode) gets the worker killed and
+# replaced; receiving a request does not count, it has READ_TIMEOUT (penguin_api.worker).
 timeout = _settings.timeout
 # Cloud Run sends SIGTERM and kills 10 s later; in-flight requests get this long to finish,
 # leaving the master time to exit cleanly within the window.
 graceful_timeout = _settings.graceful_timeout
-# Sync workers close each connection after the response; Cloud Run's front end keeps alive.
-keepalive = 2
+# Each connection is closed after its response, as sync workers did: the front end opens
+# one per request, and the worker never holds an idle kept-alive connection.
+keepalive = 0
 
 # --- misc ---------------------------------------------------------------------------------
 proc_name = "penguin-api"

@@ -74,6 +74,7 @@ def _upload_body(many: bool) -> dict[str, Any]:
 
 
 _UPLOAD_ERRORS = {
+    "408": _problem("request-timeout"),
     "413": _problem("upload-too-large", "too-many-parts", "image-too-large"),
     "415": _problem("unsupported-image", "unsupported-content-type"),
     "503": _problem("not-ready"),

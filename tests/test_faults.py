@@ -170,11 +170,12 @@ def test_worker_killed_under_load_is_replaced_and_loses_at_most_its_request(
     _report(
         request,
         f"{len(outcomes)} requests, outcomes {dict(counts)}, in flight at the kill "
-        f"{len(in_flight)} (at most 1 on the killed sync worker), lost {len(failed)}",
+        f"{len(in_flight)}, lost {len(failed)}",
     )
     assert ready == 200
-    # A sync worker holds one request at a time: that one may be lost, nothing else.
-    assert len(failed) <= 1, failed
+    # Only what the killed worker held when it died may be lost: requests in flight at the
+    # kill (one being answered, others it had accepted), nothing sent later.
+    assert all(o.started <= killed_at <= o.ended for o in failed), failed
     assert all(o.status is None for o in failed), "a lost request must not become a 5xx"
     assert "Traceback" not in logs
 
@@ -221,7 +222,7 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_in_time(
     with running_server(workers=2, model_dir=model_dir) as srv:
         for photo in photos[:4]:  # both workers warm
             assert post_photo(srv.base_url, photo).ok
-        # Two uploads half sent: each sync worker has accepted one and is reading its body.
+        # Two uploads half sent: accepted, their bodies still arriving.
         slow = [SlowUpload(srv.port, photos[i]) for i in range(2)]
         srv.wait_accepted()
         load = Load(srv.base_url, photos, threads=4).start()
@@ -246,7 +247,6 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_in_time(
         f"{[s.status for s in slow]}; requests arriving during shutdown {dict(counts)}",
     )
     assert [s.status for s in slow] == [200, 200], "accepted requests must be answered"
-    assert len({s.instance for s in slow}) == 2, "each worker held one of the uploads"
     assert code == 0
     assert exited_after < 10, "Cloud Run kills the instance 10 s after SIGTERM"
     # Requests that arrived after SIGTERM were never accepted: refused, not failed.

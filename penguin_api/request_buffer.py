@@ -1,0 +1,169 @@
+"""Tell when an HTTP/1.x request has arrived whole, from its bytes as they come in.
+
+The worker (penguin_api.worker) holds each connection in its event loop and feeds what
+it reads to a RequestBuffer; only once the buffer says the request is complete does a
+thread take it. This module only frames requests (where the head ends, how long the
+body is); Gunicorn parses and validates them afterwards. Whenever the framing is in any
+doubt (conflicting lengths, an unknown transfer coding, a head past Gunicorn's limits)
+the buffer says "hand over" at once, and Gunicorn answers the request as it would have.
+It knows nothing of sockets, Gunicorn or Flask.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+#: A request head larger than this is past any of Gunicorn's default limits (request line
+#: 4,094 bytes, 100 fields of 8,190 bytes): Gunicorn refuses it from what is buffered.
+DEFAULT_MAX_HEAD = 4094 + 2 + 100 * (8190 + 2) + 2
+#: A chunked body may carry this much framing beyond the upload limit before it is
+#: handed over (the application then refuses it as too large).
+_CHUNKED_SLACK = 1 << 20
+_CONTINUE_LINE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
+
+
+class Verdict(enum.Enum):
+    """What the worker should do with a connection after feeding it bytes."""
+
+    MORE = "more"  # keep reading
+    COMPLETE = "complete"  # the whole request is buffered
+    TOO_LARGE = "too-large"  # the declared body is over the limit: hand over the head only
+    HAND_OVER = "hand-over"  # framing the worker should not judge: hand over what is here
+
+
+class RequestBuffer:
+    """The bytes of one request, and whether they are all there yet."""
+
+    def __init__(self, max_body: int, max_head: int = DEFAULT_MAX_HEAD) -> None:
+        self.max_body = max_body
+        self.max_head = max_head
+        self.data = bytearray()
+        #: Set when the client waits for "100 Continue" before sending its body; the
+        #: worker sends it once and clears the flag (the Expect line is then removed,
+        #: so that Gunicorn does not send a second one).
+        self.continue_due = False
+        self._head_end: int | None = None  # index just past the blank line
+        self._body_end: int | None = None  # index just past the body, when known
+        self._chunk_pos: int | None = None  # next chunk-size line, for a chunked body
+        self._chunked_trailer = False
+        self._searched = 0
+
+    @property
+    def head_received(self) -> bool:
+        """True once the request line and headers are all in."""
+        return self._head_end is not None
+
+    def feed(self, chunk: bytes) -> Verdict:
+        """Add bytes read from the connection; say whether the request is complete."""
+        self.data += chunk
+        if self._head_end is None:
+            end = self.data.find(b"\r\n\r\n", max(0, self._searched - 3))
+            if end < 0:
+                self._searched = len(self.data)
+                return Verdict.HAND_OVER if len(self.data) > self.max_head else Verdict.MORE
+            verdict = self._read_head(end + 4)
+            if verdict is not None:
+                return verdict
+        if self._chunk_pos is not None:
+            return self._scan_chunks()
+        assert self._body_end is not None
+        return Verdict.COMPLETE if len(self.data) >= self._body_end else Verdict.MORE
+
+    def _read_head(self, head_end: int) -> Verdict | None:
+        """Find the body's framing from the head; a verdict if it settles the request."""
+        if head_end > self.max_head:
+            return Verdict.HAND_OVER
+        lines = bytes(self.data[: head_end - 4]).split(b"\r\n")
+        request_line = lines[0]
+        lengths: set[bytes] = set()
+        codings: list[bytes] = []
+        expects_continue = False
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                return Verdict.HAND_OVER
+            name, value = name.strip().lower(), value.strip()
+            if name == b"content-length":
+                lengths.add(value)
+            elif name == b"transfer-encoding":
+                codings.append(value.lower())
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+        # HTTP/1.0 has no 100-continue (Gunicorn ignores it there, and so do we).
+        expects_continue = expects_continue and request_line.endswith(b"HTTP/1.1")
+        self._head_end = head_end
+        if codings:
+            if lengths or codings != [b"chunked"]:
+                return Verdict.HAND_OVER  # ambiguous or unknown framing: Gunicorn decides
+            self._chunk_pos = head_end
+        elif lengths:
+            length = lengths.pop()
+            if lengths or not length.isdigit() or len(length) > 18:
+                return Verdict.HAND_OVER  # two different lengths, or not a number
+            if int(length) > self.max_body:
+                self._drop_expect()
+                return Verdict.TOO_LARGE
+            self._body_end = head_end + int(length)
+        else:
+            self._body_end = head_end  # a request without either has no body
+        body_expected = self._chunk_pos is not None or self._body_end != head_end
+        if expects_continue and body_expected:
+            self._drop_expect()
+            # Only a client that has sent nothing of its body yet is waiting for the 100.
+            self.continue_due = len(self.data) == self._head_end
+        return None
+
+    def _drop_expect(self) -> None:
+        """Remove the Expect: 100-continue line: the worker answers it, or refuses early."""
+        assert self._head_end is not None
+        head = bytes(self.data[: self._head_end])
+        trimmed = _CONTINUE_LINE.sub(b"", head)
+        if trimmed != head:
+            self.data[: self._head_end] = trimmed
+            shift = len(head) - len(trimmed)
+            self._head_end -= shift
+            if self._body_end is not None:
+                self._body_end -= shift
+            if self._chunk_pos is not None:
+                self._chunk_pos -= shift
+
+    def _scan_chunks(self) -> Verdict:
+        """Walk the chunked body as far as it has arrived; COMPLETE after the last chunk."""
+        assert self._chunk_pos is not None and self._head_end is not None
+        data, pos = self.data, self._chunk_pos
+        while True:
+            if self._chunked_trailer:
+                # After the last chunk: an empty line, or trailer fields then an empty line.
+                if len(data) - pos < 2:
+                    break
+                if data[pos : pos + 2] == b"\r\n":
+                    return Verdict.COMPLETE
+                end = data.find(b"\r\n\r\n", pos)
+                if end >= 0:
+                    return Verdict.COMPLETE
+                break
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                if len(data) - pos > 1024:
+                    return Verdict.HAND_OVER  # no chunk-size line is that long
+                break
+            size_text = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16) if size_text else -1
+            except ValueError:
+                size = -1
+            if size < 0 or len(size_text) > 16:
+                return Verdict.HAND_OVER
+            if size == 0:
+                self._chunked_trailer = True
+                pos = line_end + 2
+                continue
+            chunk_end = line_end + 2 + size + 2
+            if len(data) < chunk_end:
+                break
+            pos = chunk_end
+        self._chunk_pos = pos
+        if len(data) - self._head_end > self.max_body + _CHUNKED_SLACK:
+            return Verdict.HAND_OVER  # the application will refuse it as too large
+        return Verdict.MORE

@@ -1,0 +1,122 @@
+"""Framing requests as their bytes arrive: when is a request whole, and when is it not ours
+to judge (penguin_api.request_buffer, used by the worker's event loop)."""
+
+from __future__ import annotations
+
+import pytest
+
+from penguin_api.request_buffer import RequestBuffer, Verdict
+
+BODY = b"--b\r\nContent-Disposition: form-data; name=file; filename=a.jpg\r\n\r\nJPEG\r\n--b--\r\n"
+
+
+def _head(*fields: str, line: str = "POST /predict HTTP/1.1") -> bytes:
+    return ("\r\n".join([line, "Host: x", *fields]) + "\r\n\r\n").encode()
+
+
+def _feed_bytewise(buffer: RequestBuffer, data: bytes) -> list[Verdict]:
+    return [buffer.feed(data[i : i + 1]) for i in range(len(data))]
+
+
+def test_a_request_with_content_length_is_complete_exactly_at_its_last_byte() -> None:
+    request = _head(f"Content-Length: {len(BODY)}") + BODY
+    verdicts = _feed_bytewise(RequestBuffer(max_body=1 << 20), request)
+    assert verdicts[:-1] == [Verdict.MORE] * (len(request) - 1)
+    assert verdicts[-1] is Verdict.COMPLETE
+
+
+def test_a_request_without_a_body_is_complete_when_its_head_is() -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    assert buffer.feed(b"GET /health HTTP/1.1\r\nHost: x\r\n") is Verdict.MORE
+    assert not buffer.head_received
+    assert buffer.feed(b"\r\n") is Verdict.COMPLETE
+    assert buffer.head_received
+
+
+def test_a_chunked_body_is_complete_after_its_last_chunk_and_empty_trailer() -> None:
+    body = b"4\r\nJPEG\r\n10;ext=1\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n"
+    request = _head("Transfer-Encoding: chunked") + body
+    verdicts = _feed_bytewise(RequestBuffer(max_body=1 << 20), request)
+    assert verdicts[-1] is Verdict.COMPLETE
+    assert Verdict.COMPLETE not in verdicts[:-1]
+
+
+def test_a_chunked_body_with_trailer_fields_is_complete_after_them() -> None:
+    request = _head("Transfer-Encoding: chunked") + b"2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n"
+    verdicts = _feed_bytewise(RequestBuffer(max_body=1 << 20), request)
+    assert verdicts[-1] is Verdict.COMPLETE
+    assert Verdict.COMPLETE not in verdicts[:-1]
+
+
+def test_a_declared_body_over_the_limit_is_handed_over_at_once_without_its_expect() -> None:
+    buffer = RequestBuffer(max_body=1000)
+    request = _head("Content-Length: 1001", "Expect: 100-continue")
+    assert buffer.feed(request) is Verdict.TOO_LARGE
+    # The application refuses it; no "100 Continue" invites the client to send it anyway.
+    assert not buffer.continue_due
+    assert b"expect" not in bytes(buffer.data).lower()
+
+
+def test_a_chunked_body_past_the_limit_is_handed_over() -> None:
+    buffer = RequestBuffer(max_body=1000)
+    buffer.feed(_head("Transfer-Encoding: chunked"))
+    verdict = Verdict.MORE
+    for _ in range(2000):
+        verdict = buffer.feed(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        if verdict is not Verdict.MORE:
+            break
+    assert verdict is Verdict.HAND_OVER
+
+
+def test_expect_100_continue_is_answered_once_when_the_body_has_not_started() -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    assert buffer.feed(_head(f"Content-Length: {len(BODY)}", "Expect: 100-continue")) is (
+        Verdict.MORE
+    )
+    assert buffer.continue_due
+    # The loop answers it, so Gunicorn must not see the expectation and answer it again.
+    assert b"expect" not in bytes(buffer.data).lower()
+    buffer.continue_due = False
+    assert buffer.feed(BODY) is Verdict.COMPLETE
+    assert not buffer.continue_due
+
+
+def test_expect_on_http_1_0_or_without_a_body_asks_for_nothing() -> None:
+    one_oh = RequestBuffer(max_body=1 << 20)
+    one_oh.feed(_head("Content-Length: 4", "Expect: 100-continue", line="POST / HTTP/1.0"))
+    no_body = RequestBuffer(max_body=1 << 20)
+    no_body.feed(_head("Expect: 100-continue"))
+    assert not one_oh.continue_due
+    assert not no_body.continue_due
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("Content-Length: 4", "Transfer-Encoding: chunked"),  # both: a smuggling shape
+        ("Transfer-Encoding: gzip, chunked",),  # a coding Gunicorn refuses
+        ("Content-Length: 4", "Content-Length: 5"),  # two different lengths
+        ("Content-Length: -4",),
+        ("Content-Length: 4x",),
+        ("Not a header line",),
+    ],
+)
+def test_framing_in_doubt_is_handed_to_gunicorn_at_once(fields: tuple[str, ...]) -> None:
+    assert RequestBuffer(max_body=1 << 20).feed(_head(*fields)) is Verdict.HAND_OVER
+
+
+def test_a_bad_chunk_size_is_handed_to_gunicorn() -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    buffer.feed(_head("Transfer-Encoding: chunked"))
+    assert buffer.feed(b"zz\r\n") is Verdict.HAND_OVER
+
+
+def test_a_head_past_gunicorns_limits_is_handed_over_before_it_ends() -> None:
+    buffer = RequestBuffer(max_body=1 << 20, max_head=4096)
+    assert buffer.feed(b"GET /" + b"a" * 4000) is Verdict.MORE
+    assert buffer.feed(b"a" * 200) is Verdict.HAND_OVER
+
+
+def test_repeated_equal_content_lengths_are_one_length() -> None:
+    request = _head("Content-Length: 4", "content-length: 4") + b"JPEG"
+    assert RequestBuffer(max_body=1 << 20).feed(request) is Verdict.COMPLETE
