@@ -71,7 +71,7 @@ class Service:
 
     A worker answers predictions one at a time, whichever of its threads runs them:
     parsing the upload, decoding and inference hold `inference`. So a worker keeps to its
-    one core (ORT_INTRA_OP_THREADS).
+    one core (ORT_INTRA_OP_THREADS), and to one decode's memory (DECODE_MEMORY_MB).
     """
 
     settings: Settings
@@ -125,8 +125,14 @@ def _decode(upload: FileStorage, size: int) -> np.ndarray:
     data = upload.read()
     if not data:
         raise errors.EmptyFile(f"The file {upload.filename or '(unnamed)'!r} is empty.")
+    settings = _service().settings
     try:
-        return imaging.prepare(data, max_pixels=_service().settings.max_image_pixels, size=size)
+        return imaging.prepare(
+            data,
+            max_pixels=settings.max_image_pixels,
+            size=size,
+            max_decode_bytes=settings.decode_memory_bytes,
+        )
     except imaging.ImageError as exc:
         raise errors.from_image_error(exc) from None
 

@@ -27,6 +27,18 @@ DEFAULT_MODEL_DIR = shipped_model_dir()
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+# --- the memory plan behind the default DECODE_MEMORY_MB -------------------------------
+#: The Gunicorn master, and one worker with its ONNX Runtime session, app and thread
+#: stacks, in MiB, with a margin over what the container measured (README, Reliability).
+MASTER_MB = 80
+WORKER_MB = 200
+#: Request bodies a worker may hold at once, in units of MAX_UPLOAD_MB: bodies being
+#: received (penguin_api.worker's buffer budget, plus the one upload always let through),
+#: and the copies multipart parsing makes of the one request being answered.
+UPLOAD_COPIES = 4
+#: The least a decode gets however small the instance: enough for a 4 MP image of any format.
+MIN_DECODE_MB = 64
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -50,6 +62,9 @@ class Settings:
     graceful_timeout: int = 8
     warmup_runs: int = 2
     read_timeout: int = 30
+    #: Memory one decode may take, in MiB; None: no limit but MAX_IMAGE_PIXELS.
+    #: From the environment it defaults to the instance's share (see `decode_memory_mb`).
+    decode_memory_mb: float | None = None
     google_cloud_project: str | None = None
     prometheus_multiproc_dir: Path | None = None
     # Set by Cloud Run Jobs in each task: which share of a batch this process takes.
@@ -61,6 +76,13 @@ class Settings:
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes (whole request body)."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def decode_memory_bytes(self) -> int | None:
+        """The memory one decode may take, in bytes (None: no limit of its own)."""
+        if self.decode_memory_mb is None:
+            return None
+        return int(self.decode_memory_mb * 1024 * 1024)
 
     @property
     def card_file(self) -> Path:
@@ -79,6 +101,12 @@ class Settings:
             values[f.name] = _parse(f.name, raw.strip())
         if "web_concurrency" not in values:
             values["web_concurrency"] = available_cpus()
+        if "decode_memory_mb" not in values:
+            values["decode_memory_mb"] = decode_memory_mb(
+                memory_limit_mb(),
+                int(values["web_concurrency"]),  # type: ignore[call-overload]
+                float(values.get("max_upload_mb", cls.max_upload_mb)),  # type: ignore[arg-type]
+            )
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -100,6 +128,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.decode_memory_mb is not None and self.decode_memory_mb <= 0:
+            raise SettingsError(f"DECODE_MEMORY_MB must be positive, got {self.decode_memory_mb}")
         if self.graceful_timeout < 0 or self.warmup_runs < 0:
             raise SettingsError("GRACEFUL_TIMEOUT and WARMUP_RUNS must not be negative")
         if not 0 <= self.cloud_run_task_index < self.cloud_run_task_count:
@@ -123,7 +153,7 @@ def _parse(name: str, raw: str) -> object:
             return raw.upper()
         if name in ("model_dir", "prometheus_multiproc_dir"):
             return Path(raw).expanduser().resolve()
-        if name == "max_upload_mb":
+        if name in ("max_upload_mb", "decode_memory_mb"):
             return float(raw)
         return int(raw.replace("_", ""))
     except ValueError:
@@ -160,4 +190,41 @@ def _cgroup_quota(root: Path) -> float | None:
         except (OSError, ValueError):
             continue
         return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
+
+
+def decode_memory_mb(limit_mb: float | None, workers: int, max_upload_mb: float) -> float | None:
+    """The memory one decode may take: a worker's share of the instance, less its fixed costs.
+
+    Each worker decodes one image at a time, so at most `workers` decodes run at once; each
+    gets what is left of its share of `limit_mb` after the master, the worker itself and
+    the request bodies it may hold (the constants above). None without a known limit.
+    """
+    if limit_mb is None:
+        return None
+    share = (limit_mb - MASTER_MB) / max(1, workers) - WORKER_MB - UPLOAD_COPIES * max_upload_mb
+    return float(max(MIN_DECODE_MB, int(share)))
+
+
+def memory_limit_mb(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), meminfo: Path = Path("/proc/meminfo")
+) -> float | None:
+    """The memory this instance may use, in MiB: its cgroup limit, else the machine's RAM.
+
+    Cloud Run and `docker run --memory` set the cgroup limit (v2 memory.max, v1
+    memory.limit_in_bytes); a process without one may use the machine's memory.
+    """
+    for path in (cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"):
+        try:
+            raw = path.read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # "max", or v1's huge "no limit" value
+            return int(raw) / (1024 * 1024)
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return None

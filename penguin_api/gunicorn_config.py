@@ -19,8 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from penguin_api import telemetry
-from penguin_api.config import Settings, SettingsError
+from penguin_api import telemetry, worker
+from penguin_api.config import Settings, SettingsError, memory_limit_mb
 
 try:
     _settings = Settings.from_env()
@@ -40,6 +40,11 @@ if _settings.prometheus_multiproc_dir is None:
     )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _settings = Settings.from_env()
+
+# --- memory ---------------------------------------------------------------------------------
+# Freed image buffers go back to the system, whichever worker thread freed them. Set in the
+# master before any thread exists (the workers inherit it); later it takes only in part.
+worker.give_back_large_buffers()
 
 # One lock file per server, so its workers load their models one at a time (post_fork).
 _LOAD_LOCK = str(_settings.prometheus_multiproc_dir / "model-load.lock")
@@ -140,6 +145,7 @@ def on_starting(server):
         "model files verified: %s %s sha256 %s (%d labels)",
         card.name, card.version, card.sha256, len(card.labels),
     )  # fmt: skip
+    _log_memory_plan(log)
     # What the master imported stays shared with the workers: keep the collector from
     # touching (and so copying) those pages in every worker.
     gc.freeze()
@@ -190,6 +196,25 @@ def child_exit(server, worker):
 def on_exit(server):
     """Remove the metrics directory this module created."""
     _remove_metrics_dir()
+
+
+def _log_memory_plan(log) -> None:
+    """Say how large an image each decode may be here, and why (the instance's memory)."""
+    budget = _settings.decode_memory_bytes
+    if budget is None:
+        log.info("decode memory: no limit but MAX_IMAGE_PIXELS (%d)", _settings.max_image_pixels)
+        return
+    from penguin_api import imaging  # imported by on_starting's preload anyway
+
+    limit = memory_limit_mb()
+    log.info(
+        "decode memory: %.0f MiB per decode, one decode per worker (%d workers, memory %s); "
+        "largest images: WebP %.1f MP, PNG %.1f MP, JPEG %.1f MP",
+        budget / 2**20, _settings.web_concurrency,
+        f"{limit:.0f} MiB" if limit is not None else "unknown",
+        *(min(_settings.max_image_pixels, imaging.max_pixels_within(budget, fmt)) / 1e6
+          for fmt in ("WEBP", "PNG", "JPEG")),
+    )  # fmt: skip
 
 
 def _remove_metrics_dir():

@@ -57,13 +57,20 @@ class ImageTooLarge(ImageError):  # noqa: N818 - the agreed public name
     """More pixels than the configured limit (decompression-bomb guard)."""
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_side: int = MODEL_INPUT_SIZE) -> Image.Image:
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_side: int = MODEL_INPUT_SIZE,
+    max_decode_bytes: int | None = None,
+) -> Image.Image:
     """Decode upload bytes into an upright 8-bit RGB image.
 
     JPEGs are decoded at a reduced scale (``Image.draft``) that still leaves the
     shorter side at least ``min_side`` pixels, so a 12 MP phone photo costs little
-    more than a thumbnail. The pixel limit is checked on the header, before any
-    pixel is decoded. Other formats decode at full size, and images that need a
+    more than a thumbnail. The pixel limit, and the memory the decode would take
+    (``decode_cost``) against ``max_decode_bytes``, are checked on the header, before
+    any pixel is decoded. Other formats decode at full size, and images that need a
     costly conversion (16/32-bit, alpha) are box-reduced before it, never below
     ``_REDUCING_GAP * min_side``: a 100 kB 16-bit PNG of 49 MP would otherwise cost
     seconds of CPU and over a gigabyte of memory.
@@ -83,6 +90,8 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = MODEL_INPUT_SI
                     f"The image is {width}x{height} = {width * height:,} pixels; "
                     f"the limit is {max_pixels:,} pixels."
                 )
+            if max_decode_bytes is not None:
+                _check_decode_cost(img, max_decode_bytes)
             if img.format == "JPEG":
                 img.draft("RGB", _draft_size(width, height, min_side))
             img.load()
@@ -120,9 +129,18 @@ def to_model_input(img: Image.Image, size: int = MODEL_INPUT_SIZE) -> np.ndarray
     return np.asarray(square, dtype=np.uint8)
 
 
-def prepare(data: bytes, *, max_pixels: int, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+def prepare(
+    data: bytes,
+    *,
+    max_pixels: int,
+    size: int = MODEL_INPUT_SIZE,
+    max_decode_bytes: int | None = None,
+) -> np.ndarray:
     """Upload bytes straight to a model input array (decode, orient, crop, resize)."""
-    return to_model_input(decode_image(data, max_pixels=max_pixels, min_side=size), size)
+    img = decode_image(
+        data, max_pixels=max_pixels, min_side=size, max_decode_bytes=max_decode_bytes
+    )
+    return to_model_input(img, size)
 
 
 def warm_up() -> None:
@@ -131,6 +149,66 @@ def warm_up() -> None:
         buf = io.BytesIO()
         Image.new("RGB", (320, 240), (90, 120, 150)).save(buf, fmt)
         prepare(buf.getvalue(), max_pixels=320 * 240)
+
+
+# --- what a decode costs in memory -----------------------------------------------------
+# Peak memory a decoder process gains to prepare one image, per pixel of the image, in
+# bytes: the file itself, the decoder's buffers and Pillow's copies (the turn for EXIF
+# orientation, the alpha conversion). Measured on 3 and 12 MP images of every accepted
+# format and mode, with a margin of 15-40 % on the worst case of each row; the table in
+# the README lists the measurements and tests/test_decode_memory.py holds every row to them.
+_BYTES_PER_PIXEL = {"PNG": 12, "GIF": 8, "BMP": 8, "TIFF": 14, "WEBP": 24, "AVIF": 17, "HEIF": 16}
+#: ...for images with transparency (alpha, or a transparent palette colour).
+_BYTES_PER_PIXEL_ALPHA = {"PNG": 15, "GIF": 15, "BMP": 15, "TIFF": 17}
+#: JPEGs decode at reduced size; a progressive one still holds its DCT coefficients at
+#: full size, two bytes per pixel and component.
+_JPEG_BYTES_PER_PIXEL = 1
+_JPEG_PROGRESSIVE_BYTES_PER_COMPONENT = 2
+#: What any decode takes beside the pixels (codec state, row buffers).
+_FIXED_COST = 16 * 1024 * 1024
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def decode_cost(img: Image.Image) -> int:
+    """The memory, in bytes, that decoding and preparing `img` takes at most (from its header)."""
+    pixels = img.size[0] * img.size[1]
+    fmt = img.format or ""
+    if fmt == "JPEG":
+        per_pixel = _JPEG_BYTES_PER_PIXEL
+        if img.info.get("progressive") or img.info.get("progression"):
+            per_pixel += _JPEG_PROGRESSIVE_BYTES_PER_COMPONENT * len(img.getbands())
+    elif img.mode in _ALPHA_MODES or "transparency" in img.info:
+        per_pixel = _BYTES_PER_PIXEL_ALPHA.get(fmt, _BYTES_PER_PIXEL.get(fmt, 24))
+    else:
+        per_pixel = _BYTES_PER_PIXEL.get(fmt, 24)
+    return _FIXED_COST + pixels * per_pixel
+
+
+def max_pixels_within(max_decode_bytes: int, fmt: str, alpha: bool = False) -> int:
+    """The most pixels an image of `fmt` may have to decode within `max_decode_bytes`."""
+    if fmt == "JPEG":
+        per_pixel = _JPEG_BYTES_PER_PIXEL
+    elif alpha:
+        per_pixel = _BYTES_PER_PIXEL_ALPHA.get(fmt, _BYTES_PER_PIXEL.get(fmt, 24))
+    else:
+        per_pixel = _BYTES_PER_PIXEL.get(fmt, 24)
+    return max(0, (max_decode_bytes - _FIXED_COST) // per_pixel)
+
+
+def _check_decode_cost(img: Image.Image, max_decode_bytes: int) -> None:
+    cost = decode_cost(img)
+    if cost <= max_decode_bytes:
+        return
+    width, height = img.size
+    # The same kind of image fits up to this many pixels (the cost grows with the pixels).
+    fits = (max_decode_bytes - _FIXED_COST) / (cost - _FIXED_COST) * width * height
+    mib = 1024 * 1024
+    raise ImageTooLarge(
+        f"Decoding this {width}x{height} {img.format} image would take about "
+        f"{cost / mib:,.0f} MiB of memory; this server decodes up to "
+        f"{max_decode_bytes / mib:,.0f} MiB at a time, about {max(fits, 0) / 1e6:.1f} MP "
+        "for an image like this one. Send a smaller image."
+    )
 
 
 def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ Built on Gunicorn 27's gthread worker: pyproject.toml pins its major version.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -321,3 +322,22 @@ class BufferingWorker(ThreadWorker):
             waited = time.monotonic() - (incoming.deadline - self.read_timeout)
             conn.sock.send(request_timeout_response(self.read_timeout, request_id, waited))
         self._close_gracefully(conn, time.monotonic() + LINGER_S)
+
+
+def give_back_large_buffers() -> None:
+    """Have glibc return freed large buffers (decoded images) to the system at once.
+
+    By default it keeps them for reuse in a heap per thread: with four threads decoding
+    in turn, a worker grew by about 35 MB after 12 MP PNG and WebP uploads and stayed
+    there (123 MB against 126 MB for a sync worker with this, 160 MB without). The
+    decode memory budget counts on that memory coming back. Call it before any thread
+    starts: glibc fixes its number of heaps at the first thread.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: leave it be
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)  # allocations of 1 MiB and up: own mapping
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+_M_ARENA_MAX = -8

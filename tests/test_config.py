@@ -11,6 +11,8 @@ from penguin_api.config import (
     Settings,
     SettingsError,
     available_cpus,
+    decode_memory_mb,
+    memory_limit_mb,
     shipped_model_dir,
 )
 
@@ -54,6 +56,8 @@ def test_every_setting_is_read_from_its_variable(tmp_path):
         "TIMEOUT": "12",
         "GRACEFUL_TIMEOUT": "5",
         "WARMUP_RUNS": "0",
+        "READ_TIMEOUT": "7",
+        "DECODE_MEMORY_MB": "300",
         "GOOGLE_CLOUD_PROJECT": "my-project",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m"),
     }
@@ -62,6 +66,7 @@ def test_every_setting_is_read_from_its_variable(tmp_path):
     assert (s.ort_intra_op_threads, s.max_upload_mb, s.max_image_pixels) == (2, 2.5, 1_000_000)
     assert (s.max_batch_files, s.top_k, s.log_level) == (4, 5, "DEBUG")
     assert (s.timeout, s.graceful_timeout, s.warmup_runs) == (12, 5, 0)
+    assert (s.read_timeout, s.decode_memory_mb, s.decode_memory_bytes) == (7, 300, 300 << 20)
     assert s.google_cloud_project == "my-project"
     assert s.prometheus_multiproc_dir == tmp_path / "m"
     assert s.max_upload_bytes == int(2.5 * 1024 * 1024)
@@ -92,6 +97,9 @@ def test_empty_variables_mean_the_default():
         ("MAX_UPLOAD_MB", "lots"),
         ("LOG_LEVEL", "LOUD"),
         ("GRACEFUL_TIMEOUT", "-2"),
+        ("READ_TIMEOUT", "0"),
+        ("DECODE_MEMORY_MB", "0"),
+        ("DECODE_MEMORY_MB", "much"),
     ],
 )
 def test_unusable_values_are_refused_with_the_variable_named(name, value):
@@ -141,3 +149,52 @@ def test_no_cgroup_files_means_the_affinity_mask(tmp_path):
     import os
 
     assert available_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
+# --- the memory one decode may take --------------------------------------------------------
+
+
+def test_each_decode_gets_its_workers_share_of_the_memory_less_fixed_costs():
+    # 1 GiB, 2 workers, 20 MB uploads: (1024 - 80) / 2 - 200 - 4 * 20.
+    assert decode_memory_mb(1024, 2, 20) == 192
+    # One worker on the same instance has all of it.
+    assert decode_memory_mb(1024, 1, 20) == 1024 - 80 - 200 - 80
+    # Smaller uploads leave more for decoding.
+    assert decode_memory_mb(1024, 2, 5) > decode_memory_mb(1024, 2, 20)
+
+
+def test_an_instance_too_small_for_its_workers_still_decodes_small_images():
+    assert decode_memory_mb(512, 4, 20) == 64
+
+
+def test_without_a_known_memory_limit_decodes_have_no_budget_of_their_own():
+    assert decode_memory_mb(None, 2, 20) is None
+    assert Settings().decode_memory_bytes is None
+
+
+def test_memory_follows_a_cgroup_v2_limit(tmp_path):
+    root = _cgroup(tmp_path, {"memory.max": f"{1 << 30}\n"})
+    assert memory_limit_mb(root, tmp_path / "no-meminfo") == 1024
+
+
+def test_memory_follows_a_cgroup_v1_limit(tmp_path):
+    root = _cgroup(tmp_path, {"memory/memory.limit_in_bytes": f"{512 << 20}\n"})
+    assert memory_limit_mb(root, tmp_path / "no-meminfo") == 512
+
+
+def test_an_unlimited_cgroup_means_the_machines_memory(tmp_path):
+    root = _cgroup(
+        tmp_path,
+        {
+            "memory.max": "max\n",
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+            "meminfo": "MemTotal:       16384000 kB\nMemFree:  1 kB\n",
+        },
+    )
+    assert memory_limit_mb(root, root / "meminfo") == 16000
+    assert memory_limit_mb(root, root / "none") is None
+
+
+def test_the_default_decode_memory_comes_from_this_machine():
+    settings = Settings.from_env({"WEB_CONCURRENCY": "2", "MAX_UPLOAD_MB": "10"})
+    assert settings.decode_memory_mb == decode_memory_mb(memory_limit_mb(), 2, 10)
