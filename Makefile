@@ -203,7 +203,7 @@ CPU             ?= 1
 MEMORY          ?= 1Gi
 WORKERS         ?= 1
 ORT_THREADS     ?= 1
-# One sync worker serves one request at a time: never route more to an instance than it has workers.
+# A worker runs one inference at a time: never route more to an instance than it has workers.
 CONCURRENCY     ?= $(WORKERS)
 MIN_INSTANCES   ?= 0
 MAX_INSTANCES   ?= 10
