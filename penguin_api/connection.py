@@ -16,6 +16,8 @@ from penguin_api import errors, telemetry
 
 #: A response a client does not read may block its thread this long, then it is dropped.
 WRITE_TIMEOUT_S = 10.0
+#: The most a read from the received request returns (what Werkzeug asks for at a time).
+RECV_PIECE = 64 * 1024
 
 
 class ReceivedRequest:
@@ -33,6 +35,9 @@ class ReceivedRequest:
 
     def recv(self, size: int) -> bytes:
         if self._received:
+            # As a socket would, a piece at a time: Gunicorn's reader copies what it holds
+            # beyond each read, so a whole body at once would be copied over and over.
+            size = min(size, RECV_PIECE)
             piece, self._received = self._received[:size], self._received[size:]
             return bytes(piece)
         if self._more_until is None:

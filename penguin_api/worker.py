@@ -36,8 +36,15 @@ from penguin_api.config import Settings
 from penguin_api.connection import WRITE_TIMEOUT_S, ReceivedRequest, request_timeout_response
 from penguin_api.request_buffer import RequestBuffer, Verdict
 
-#: One read from a connection in the event loop.
+#: One read from a connection in the event loop, and the most reads in one turn.
 RECV_BYTES = 256 * 1024
+MAX_RECVS = 16
+#: After taking a connection a worker takes no other for a moment, to see whether a
+#: request follows at once; if its head comes with a body still on its way, for longer
+#: (or until the body is in). An upload on its way is work this worker will soon have:
+#: the next connection should go to an idle worker, as it would with sync workers.
+FIRST_BYTES_WAIT_S = 0.005
+ACCEPT_HOLD_S = 0.05
 #: After the answer, a connection is read (and what comes discarded) this long before it
 #: is closed, so that a client still sending does not get a reset instead of the answer.
 LINGER_S = 2.0
@@ -54,6 +61,7 @@ class _Incoming:
     conn: TConn
     buffer: RequestBuffer
     deadline: float
+    accepted_at: float = 0.0
     size: int = 0  # bytes read so far, counted against the worker's buffer budget
     done: bool = False
     paused: bool = False
@@ -94,15 +102,26 @@ class BufferingWorker(ThreadWorker):
         self._running: dict[int, float] = {}  # id(conn) -> when the app started on it
         self._buffered = 0
         self._busy = 0  # requests handed to threads and not yet finished
+        self._hold_accept_until = 0.0
         super().init_process()
 
     # --- accepting ------------------------------------------------------------------------
     def set_accept_enabled(self, enabled: bool) -> None:
         """Take new connections only while idle: a busy worker leaves them to idle ones."""
-        super().set_accept_enabled(enabled and self._busy == 0 and self.alive)
+        super().set_accept_enabled(enabled and self._idle() and self.alive)
+
+    def _idle(self) -> bool:
+        return self._busy == 0 and time.monotonic() >= self._hold_accept_until
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # Wake when an accept hold ends, not a second later.
+        hold = self._hold_accept_until - time.monotonic()
+        if 0 < hold < timeout:
+            timeout = hold + 0.001
+        super().wait_for_and_dispatch_events(timeout)
 
     def accept(self, listener: socket.socket) -> None:
-        if self._busy:  # became busy within this round of events
+        if not self._idle():  # became busy within this round of events
             return
         try:
             sock, addr = listener.accept()
@@ -117,11 +136,13 @@ class BufferingWorker(ThreadWorker):
             limits.limit_request_line + 2
             + limits.limit_request_fields * (limits.limit_request_field_size + 2) + 2
         )  # fmt: skip
+        now = time.monotonic()
         incoming = _Incoming(
-            conn, RequestBuffer(self.max_body, max_head), time.monotonic() + self.read_timeout
+            conn, RequestBuffer(self.max_body, max_head), now + self.read_timeout, now
         )
         self._incoming.append(incoming)
         self.poller.register(sock, selectors.EVENT_READ, partial(self._on_readable, incoming))
+        self._hold_accept(now + FIRST_BYTES_WAIT_S)
 
     # --- receiving --------------------------------------------------------------------------
     def _on_readable(self, incoming: _Incoming, sock: socket.socket) -> None:
@@ -131,25 +152,38 @@ class BufferingWorker(ThreadWorker):
             incoming.paused = True
             self._paused.append(incoming)
             return
-        try:
-            data = sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client gave up
-            self._forget(incoming)
-            self._close_now(incoming.conn)
-            return
-        incoming.size += len(data)
-        self._buffered += len(data)
-        verdict = incoming.buffer.feed(data)
+        verdict = Verdict.MORE
+        # Read all that is there (a photo on a fast link arrives in one go), so the request
+        # reaches a thread as soon as it can.
+        for _ in range(MAX_RECVS):
+            try:
+                data = sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:  # the client gave up
+                self._forget(incoming)
+                self._close_now(incoming.conn)
+                return
+            incoming.size += len(data)
+            self._buffered += len(data)
+            verdict = incoming.buffer.feed(data)
+            if verdict is not Verdict.MORE or len(data) < RECV_BYTES:
+                break
         if incoming.buffer.continue_due:
             incoming.buffer.continue_due = False
             with contextlib.suppress(OSError):  # a fresh socket's buffer takes 25 bytes
                 sock.send(_CONTINUE)
         if verdict is not Verdict.MORE:
             self._dispatch(incoming, verdict)
+        elif incoming.buffer.head_received:
+            self._hold_accept(incoming.accepted_at + ACCEPT_HOLD_S)
+
+    def _hold_accept(self, until: float) -> None:
+        if until > self._hold_accept_until and until > time.monotonic():
+            self._hold_accept_until = until
+            super().set_accept_enabled(False)
 
     def _is_oldest(self, incoming: _Incoming) -> bool:
         """True for the upload that began first of those still arriving (it may always read)."""

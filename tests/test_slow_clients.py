@@ -226,18 +226,54 @@ def test_uploads_past_the_buffer_budget_wait_their_turn_and_all_complete(
     assert "Traceback" not in logs
 
 
+def _big_webp() -> bytes:
+    """A 49 MP WebP: about a CPU second to decode."""
+    buf = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (30, 90, 150)).save(buf, "WEBP", quality=10, method=0)
+    return buf.getvalue()
+
+
+def test_a_worker_running_a_long_request_leaves_new_connections_to_the_idle_one(
+    default_server: Server, photo: bytes, request: pytest.FixtureRequest
+) -> None:
+    # As with sync workers: a busy worker takes no connection, so uploads sent meanwhile
+    # are answered by the other worker at once, not queued behind the long request.
+    files = [("file", (f"big{i}.webp", _big_webp(), "image/webp")) for i in range(6)]
+    batch: dict[str, requests.Response] = {}
+
+    def long_request() -> None:
+        url = default_server.url("/predict/batch")
+        batch["answer"] = requests.post(url, files=files, timeout=120)
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    answered: list[str] = []
+    while thread.is_alive():
+        response = requests.post(
+            default_server.url("/predict"), files={"file": ("p.jpg", photo)}, timeout=60
+        )
+        assert response.status_code == 200
+        answered.append(response.headers["X-Instance-Id"])
+    thread.join()
+    busy = batch["answer"].headers["X-Instance-Id"]
+    during = answered[:-1]  # the last may have been sent as the batch ended
+    _report(request, f"{len(during)} uploads answered during a 6 x 49 MP batch")
+    assert batch["answer"].status_code == 200
+    assert len(during) >= 3
+    assert busy not in during
+
+
 def test_a_request_running_past_timeout_still_gets_its_worker_replaced(
     model_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     # The worker's event loop beats every second whatever its threads do; a request stuck
     # in the app must still get the worker killed after TIMEOUT, as a sync worker was.
     # Stuck here means a batch of 32 WebPs of 49 MP: about a CPU second each to decode.
-    buf = io.BytesIO()
-    Image.new("RGB", (7000, 7000), (30, 90, 150)).save(buf, "WEBP", quality=10, method=0)
+    webp = _big_webp()
     env = {"TIMEOUT": "5", "MAX_BATCH_FILES": "32"}
     with running_server(workers=1, model_dir=model_dir, env=env) as srv:
         (victim,) = srv.worker_pids()
-        files = [("file", (f"big{i}.webp", buf.getvalue(), "image/webp")) for i in range(32)]
+        files = [("file", (f"big{i}.webp", webp, "image/webp")) for i in range(32)]
         with pytest.raises(requests.ConnectionError):
             requests.post(srv.url("/predict/batch"), files=files, timeout=120)
         srv.wait_for(lambda: srv.worker_pids() and victim not in srv.worker_pids(), 60, "replaced")
