@@ -85,9 +85,10 @@ class LoadResult:
 class Client:
     """POSTs uploads to one server over plain sockets, one connection per request.
 
-    Each request is encoded once and sent as is, with ``Connection: close`` (what
-    Gunicorn's sync workers do anyway), and the answer is read to the end: the least
-    client CPU per request, since the client shares the cores with the server.
+    Each request is encoded once and sent as is, with ``Connection: close`` (the
+    service closes each connection after its answer anyway), and the answer is read to
+    the end: the least client CPU per request, since the client shares the cores with
+    the server.
     """
 
     def __init__(self, host: str, port: int, path: str = "/predict", timeout: float = 30.0):

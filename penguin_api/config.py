@@ -166,7 +166,7 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may use: the cgroup CPU quota if any, else the affinity mask.
 
     Containers (Cloud Run, docker --cpus) see all host cores in os.cpu_count(); the
-    quota is what they actually get, and one sync worker per quota CPU is the target.
+    quota is what they actually get, and one worker per quota CPU is the target.
     """
     try:
         cpus = len(os.sched_getaffinity(0))

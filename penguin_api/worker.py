@@ -168,7 +168,11 @@ class BufferingWorker(ThreadWorker):
                 return
             incoming.size += len(data)
             self._buffered += len(data)
-            verdict = incoming.buffer.feed(data)
+            try:
+                verdict = incoming.buffer.feed(data)
+            except Exception:  # a framing bug must not take the worker down: Gunicorn judges
+                self.log.exception("could not frame a request; handed to Gunicorn as it is")
+                verdict = Verdict.HAND_OVER
             if verdict is not Verdict.MORE or len(data) < RECV_BYTES:
                 break
         if incoming.buffer.continue_due:

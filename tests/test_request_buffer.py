@@ -3,7 +3,11 @@ to judge (penguin_api.request_buffer, used by the worker's event loop)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from penguin_api.request_buffer import RequestBuffer, Verdict
 
@@ -120,3 +124,50 @@ def test_a_head_past_gunicorns_limits_is_handed_over_before_it_ends() -> None:
 def test_repeated_equal_content_lengths_are_one_length() -> None:
     request = _head("Content-Length: 4", "content-length: 4") + b"JPEG"
     assert RequestBuffer(max_body=1 << 20).feed(request) is Verdict.COMPLETE
+
+
+# --- any bytes, in any pieces ----------------------------------------------------------------
+
+_PIECES = settings(max_examples=300, deadline=None, derandomize=True, database=None)
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+@_PIECES
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=12))
+def test_any_bytes_in_any_pieces_give_a_verdict_never_an_exception(
+    data: bytes, cuts: list[int]
+) -> None:
+    buffer = RequestBuffer(max_body=256, max_head=512)
+    for piece in _split(b"POST / HTTP/1.1\r\n" + data, cuts):
+        if buffer.feed(piece) is not Verdict.MORE:
+            break
+
+
+@_PIECES
+@given(
+    body=st.binary(max_size=300),
+    chunked=st.booleans(),
+    chunk_size=st.integers(1, 64),
+    cuts=st.lists(st.integers(0, 2000), max_size=20),
+)
+def test_a_request_is_complete_at_its_last_byte_however_it_is_split(
+    body: bytes, chunked: bool, chunk_size: int, cuts: list[int]
+) -> None:
+    if chunked:
+        framed = b"".join(
+            f"{len(body[i : i + chunk_size]):x}\r\n".encode() + body[i : i + chunk_size] + b"\r\n"
+            for i in range(0, len(body), chunk_size)
+        )
+        request = _head("Transfer-Encoding: chunked") + framed + b"0\r\n\r\n"
+    else:
+        request = _head(f"Content-Length: {len(body)}") + body
+    buffer = RequestBuffer(max_body=1 << 20)
+    pieces = _split(request, cuts)
+    verdicts = [buffer.feed(piece) for piece in pieces]
+    assert verdicts[-1] is Verdict.COMPLETE
+    assert all(v is Verdict.MORE for v in verdicts[:-1])
+    assert bytes(buffer.data) == request
