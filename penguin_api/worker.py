@@ -162,9 +162,13 @@ class BufferingWorker(ThreadWorker):
                 break
             except OSError:
                 data = b""
-            if not data:  # the client gave up
-                self._forget(incoming)
-                self._close_now(incoming.conn)
+            if not data:  # the client stopped sending
+                if incoming.buffer.head_received:
+                    # It may still read: the app answers what came (a cut body gets 400).
+                    self._dispatch(incoming, Verdict.COMPLETE)
+                else:
+                    self._forget(incoming)
+                    self._close_now(incoming.conn)
                 return
             incoming.size += len(data)
             self._buffered += len(data)

@@ -179,6 +179,18 @@ def test_an_oversized_upload_over_expect_100_continue_is_refused_before_its_body
     assert b"/problems/upload-too-large" in answer
 
 
+def test_a_client_that_stops_sending_mid_body_but_still_reads_gets_400(
+    default_server: Server, photo: bytes
+) -> None:
+    head, body = multipart_upload(default_server.port, photo)
+    with socket.create_connection(("127.0.0.1", default_server.port), timeout=30) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        sock.shutdown(socket.SHUT_WR)  # no more to send; the answer may still come
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"application/problem+json" in answer
+
+
 def test_a_chunked_upload_is_received_whole_and_answered(
     default_server: Server, photo: bytes
 ) -> None:
