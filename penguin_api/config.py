@@ -30,8 +30,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # --- the memory plan behind the default DECODE_MEMORY_MB -------------------------------
 #: The Gunicorn master (with the pages its workers share), and what each worker adds (its
 #: ONNX Runtime session, heap, thread stacks), in MiB. Measured in the container with 2
-#: workers after 160 mixed uploads: 54 MB for the master, 154 MB for all three; these
-#: leave a margin of about 60 % over that.
+#: workers after 160 mixed uploads: 54 MB for the master, 183 MB for all three; these
+#: leave a margin of about 55 % over that.
 MASTER_MB = 96
 WORKER_MB = 96
 #: Request bodies a worker may hold at once, in units of MAX_UPLOAD_MB: bodies being

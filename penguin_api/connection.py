@@ -1,15 +1,20 @@
-"""What the worker reads from and writes to one client connection, outside Gunicorn.
+"""What the worker reads from and writes to client connections, outside Gunicorn's code.
 
 `ReceivedRequest` is the socket as Gunicorn's request parser sees it once the worker's
 event loop has received the request; `request_timeout_response` is the 408 the loop sends
-a client that took too long. Both sit below penguin_api.worker and know nothing of it.
+a client that took too long; `ClosingConnections` closes answered connections without
+resetting a client that is still sending. penguin_api.worker puts them together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import selectors
 import socket
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from penguin_api import errors, telemetry
@@ -18,6 +23,12 @@ from penguin_api import errors, telemetry
 WRITE_TIMEOUT_S = 10.0
 #: The most a read from the received request returns (what Werkzeug asks for at a time).
 RECV_PIECE = 64 * 1024
+#: After the answer, a connection is read (and what comes discarded) this long before it
+#: is closed, so that a client still sending does not get a reset instead of the answer.
+LINGER_S = 2.0
+#: ...and at most this much is discarded (the same bound the app's 413 drain has).
+LINGER_BYTES = 64 * 1024 * 1024
+_DISCARD_BYTES = 256 * 1024
 
 
 class ReceivedRequest:
@@ -73,3 +84,71 @@ def request_timeout_response(read_timeout: int, request_id: str, waited_s: float
         f"X-Instance-Id: {telemetry.instance_id()}\r\n\r\n"
     )
     return head.encode() + payload
+
+
+@dataclass(eq=False)
+class _Closing:
+    """A connection that got its answer and is read until the client closes it."""
+
+    conn: Any
+    until: float
+    drained: int = 0
+    done: bool = False
+
+
+class ClosingConnections:
+    """Close answered connections gracefully from a Gunicorn worker's event loop.
+
+    For a worker with `poller` (a selector), `nr_conns` and a `_closing` list: the
+    answer is followed by FIN, then what the client still sends is read and dropped
+    until it closes (or `until`, or LINGER_BYTES), so that it gets the answer, not a
+    reset; no thread waits meanwhile. `sweep_closing` ends those past their time.
+    """
+
+    poller: selectors.BaseSelector
+    nr_conns: int
+    _closing: list[_Closing]
+
+    def close_gracefully(self, conn: Any, until: float) -> None:
+        """Send FIN, then read and drop what the client still sends, without a thread."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            self.close_now(conn)
+            return
+        closing = _Closing(conn, until)
+        self._closing.append(closing)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self._on_closing_readable, closing)
+        )
+
+    def _on_closing_readable(self, closing: _Closing, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(_DISCARD_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        closing.drained += len(data)
+        if not data or closing.drained > LINGER_BYTES:
+            self._end_closing(closing)
+
+    def _end_closing(self, closing: _Closing) -> None:
+        if closing.done:
+            return
+        closing.done = True
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(closing.conn.sock)
+        self.close_now(closing.conn)
+
+    def close_now(self, conn: Any) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+    def sweep_closing(self, now: float) -> None:
+        if self._closing:
+            for closing in self._closing:
+                if closing.until <= now:
+                    self._end_closing(closing)
+            self._closing = [c for c in self._closing if not c.done]

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from penguin_api import telemetry, worker
+from penguin_api import telemetry
 from penguin_api.config import Settings, SettingsError, memory_limit_mb
 
 try:
@@ -41,11 +41,6 @@ if _settings.prometheus_multiproc_dir is None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _settings = Settings.from_env()
 
-# --- memory ---------------------------------------------------------------------------------
-# Freed image buffers go back to the system, whichever worker thread freed them. Set in the
-# master before any thread exists (the workers inherit it); later it takes only in part.
-worker.give_back_large_buffers()
-
 # One lock file per server, so its workers load their models one at a time (post_fork).
 _LOAD_LOCK = str(_settings.prometheus_multiproc_dir / "model-load.lock")
 
@@ -66,14 +61,13 @@ backlog = 256
 # --- workers ------------------------------------------------------------------------------
 # Inference is CPU-bound: one worker per CPU the cgroup quota allows (not the host's core
 # count), each with one ONNX Runtime thread and one inference at a time, so workers never
-# fight over cores. The worker receives each request whole in its event loop before a
-# thread runs it (penguin_api/worker.py): a slow client holds a connection, not a worker.
+# fight over cores. The worker receives each request whole in its event loop before it
+# answers it (penguin_api/worker.py): a slow client holds a connection, not a worker.
 worker_class = "penguin_api.worker.BufferingWorker"
 workers = _settings.web_concurrency
-# Threads only run requests that have fully arrived, and those take the worker's
-# inference lock in turn: a few keep the next request parsed and ready behind the one
-# being classified.
-threads = 4
+# A whole request is answered in the event loop itself; threads take only requests whose
+# framing the loop left to Gunicorn, which may still read from the client.
+threads = 2
 # Connections one worker holds (idle, arriving or answered), each for at most READ_TIMEOUT;
 # past this the worker takes no more and new ones wait in the backlog.
 worker_connections = 1000

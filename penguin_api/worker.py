@@ -1,14 +1,15 @@
-"""The Gunicorn worker: a request is received whole before a thread works on it.
+"""The Gunicorn worker: a request is received whole before the worker works on it.
 
 Gunicorn's sync worker reads a request while it holds the whole worker, so two clients
 sending an upload at a byte a second stopped the service. This worker is Gunicorn's
 threaded worker (`gthread`) with its front changed: each connection waits in the event
-loop, costing no thread, while its request arrives; the loop reads what comes, and only
-a complete request (penguin_api.request_buffer decides) goes to a thread. A client that
-has not sent its whole request READ_TIMEOUT seconds after connecting gets 408 and is
-closed. Inference stays one at a time per worker (the app holds a lock around it), and a
-worker that runs a request takes no new connections until it is idle again, so requests
-go to idle workers first, as with sync workers.
+loop while its request arrives; the loop reads what comes, and only once the request is
+whole (penguin_api.request_buffer decides) does the worker answer it, right there in the
+loop, as a sync worker would. A client that has not sent its whole request READ_TIMEOUT
+seconds after connecting gets 408 and is closed. Framing the loop leaves to Gunicorn,
+which may still read from the client, goes to a thread instead (the app's lock keeps
+inference one at a time). A worker running a request takes no new connections, so
+requests go to idle workers first, as with sync workers.
 
 Memory: the request bodies a worker holds while they arrive are bounded (one upload
 limit, plus the oldest upload, which may always go on, so that uploads finish in turn).
@@ -18,7 +19,6 @@ Built on Gunicorn 27's gthread worker: pyproject.toml pins its major version.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import secrets
@@ -26,14 +26,21 @@ import selectors
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from concurrent import futures
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from penguin_api.config import Settings
-from penguin_api.connection import WRITE_TIMEOUT_S, ReceivedRequest, request_timeout_response
+from penguin_api.connection import (
+    LINGER_S,
+    WRITE_TIMEOUT_S,
+    ClosingConnections,
+    ReceivedRequest,
+    request_timeout_response,
+)
 from penguin_api.request_buffer import RequestBuffer, Verdict
 
 #: One read from a connection in the event loop, and the most reads in one turn.
@@ -45,11 +52,6 @@ MAX_RECVS = 16
 #: the next connection should go to an idle worker, as it would with sync workers.
 FIRST_BYTES_WAIT_S = 0.005
 ACCEPT_HOLD_S = 0.05
-#: After the answer, a connection is read (and what comes discarded) this long before it
-#: is closed, so that a client still sending does not get a reset instead of the answer.
-LINGER_S = 2.0
-#: ...and at most this much is discarded (the same bound the app's 413 drain has).
-LINGER_BYTES = 64 * 1024 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -67,27 +69,16 @@ class _Incoming:
     paused: bool = False
 
 
-@dataclass(eq=False)
-class _Closing:
-    """A connection that got its answer and is read until the client closes it."""
-
-    conn: TConn
-    until: float
-    drained: int = 0
-    done: bool = False
-
-
 @dataclass
 class _Held:
-    """What the worker tracks for a request handed to a thread."""
+    """A request being answered: its bytes in the budget, how long to read after it."""
 
     size: int
-    deadline: float
-    linger_until: float = field(default=0.0)
+    linger_until: float = 0.0
 
 
-class BufferingWorker(ThreadWorker):
-    """gthread with every request received in full in the event loop before a thread runs it."""
+class BufferingWorker(ClosingConnections, ThreadWorker):
+    """gthread, with every request received whole in the event loop before it is answered."""
 
     def init_process(self) -> None:
         settings = Settings.from_env()
@@ -97,11 +88,11 @@ class BufferingWorker(ThreadWorker):
         self.buffer_budget = settings.max_upload_bytes
         self._incoming: deque[_Incoming] = deque()  # in arrival order, so deadline order
         self._paused: list[_Incoming] = []
-        self._closing: list[_Closing] = []
-        self._held: dict[int, _Held] = {}  # id(conn) -> request handed to a thread
+        self._closing = []
+        self._held: dict[int, _Held] = {}  # id(conn) -> request being answered
         self._running: dict[int, float] = {}  # id(conn) -> when the app started on it
         self._buffered = 0
-        self._busy = 0  # requests handed to threads and not yet finished
+        self._busy = 0  # requests being answered (in the loop or a thread)
         self._hold_accept_until = 0.0
         super().init_process()
 
@@ -154,7 +145,7 @@ class BufferingWorker(ThreadWorker):
             return
         verdict = Verdict.MORE
         # Read all that is there (a photo on a fast link arrives in one go), so the request
-        # reaches a thread as soon as it can.
+        # is answered as soon as it is whole.
         for _ in range(MAX_RECVS):
             try:
                 data = sock.recv(RECV_BYTES)
@@ -168,7 +159,7 @@ class BufferingWorker(ThreadWorker):
                     self._dispatch(incoming, Verdict.COMPLETE)
                 else:
                     self._forget(incoming)
-                    self._close_now(incoming.conn)
+                    self.close_now(incoming.conn)
                 return
             incoming.size += len(data)
             self._buffered += len(data)
@@ -227,7 +218,7 @@ class BufferingWorker(ThreadWorker):
         )
 
     def _dispatch(self, incoming: _Incoming, verdict: Verdict) -> None:
-        """Hand a request to a thread, with what the loop received of it."""
+        """Answer a request from what the loop received of it."""
         incoming.done = True
         with contextlib.suppress(KeyError, ValueError):
             self.poller.unregister(incoming.conn.sock)
@@ -235,7 +226,7 @@ class BufferingWorker(ThreadWorker):
         now = time.monotonic()
         # A refused upload is still being sent: read (and drop) it up to its deadline.
         linger = max(now + LINGER_S, incoming.deadline) if verdict is Verdict.TOO_LARGE else 0.0
-        self._held[id(conn)] = _Held(incoming.size, incoming.deadline, linger)
+        self._held[id(conn)] = _Held(incoming.size, linger)
         conn.prefetched = bytes(incoming.buffer.data)
         # Past what was received, the request has ended (the answer does not depend on the
         # rest), or, for framing the loop left to Gunicorn, reads go on until the deadline.
@@ -244,10 +235,21 @@ class BufferingWorker(ThreadWorker):
         )  # fmt: skip
         conn.data_ready = True  # skip gthread's wait for the first byte
         self._busy += 1
+        self._hold_accept_until = 0.0  # busy now: that holds accepting
         super().set_accept_enabled(False)
-        self.enqueue_req(conn)
+        if conn.more_until is not None:
+            self.enqueue_req(conn)  # may still read from the client: a thread, not the loop
+            return
+        # The whole request is here: answer it at once in the loop, as a sync worker would,
+        # without handing it to a thread and back.
+        done: futures.Future = futures.Future()
+        try:
+            done.set_result(self.handle(conn))
+        except Exception as exc:  # handle() answers errors itself; this is a last resort
+            done.set_exception(exc)
+        self.finish_request(conn, done)
 
-    # --- in the thread ----------------------------------------------------------------------
+    # --- answering ------------------------------------------------------------------------
     def handle(self, conn: TConn) -> Any:
         """Serve the request from the bytes received, never from a slow socket."""
         if not conn.initialized:
@@ -268,9 +270,9 @@ class BufferingWorker(ThreadWorker):
     def notify(self) -> None:
         """Heartbeat as old as the longest-running request, as a sync worker's would be.
 
-        The event loop beats every second whatever the threads do; a request stuck in
-        the app (a decoder that never returns) must still get the worker replaced after
-        TIMEOUT, as it did with sync workers.
+        A request answered in the loop stops the beat while it runs; one in a thread does
+        not, so a request stuck there (a decoder that never returns) would never get the
+        worker replaced after TIMEOUT, as it does with sync workers.
         """
         now = time.monotonic()
         oldest = min(self._running.values(), default=now)
@@ -279,53 +281,16 @@ class BufferingWorker(ThreadWorker):
 
     # --- finishing --------------------------------------------------------------------------
     def finish_request(self, conn: TConn, fs: Any) -> None:
-        """A thread is done with a connection: free its budget, close it gracefully."""
+        """A request is answered: free its budget, close its connection gracefully."""
         held = self._held.pop(id(conn), None)
         self._busy -= 1
         if held is not None:
             self._buffered -= held.size
         self._resume_paused()
         now = time.monotonic()
-        self._close_gracefully(conn, max(now + LINGER_S, held.linger_until if held else 0.0))
+        self.close_gracefully(conn, max(now + LINGER_S, held.linger_until if held else 0.0))
         if self.alive:
             self.set_accept_enabled(self.nr_conns < self.worker_connections)
-
-    def _close_gracefully(self, conn: TConn, until: float) -> None:
-        """Send FIN, then read and drop what the client still sends, without a thread."""
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-            conn.sock.setblocking(False)
-        except OSError:
-            self._close_now(conn)
-            return
-        closing = _Closing(conn, until)
-        self._closing.append(closing)
-        self.poller.register(
-            conn.sock, selectors.EVENT_READ, partial(self._on_closing_readable, closing)
-        )
-
-    def _on_closing_readable(self, closing: _Closing, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        closing.drained += len(data)
-        if not data or closing.drained > LINGER_BYTES:
-            self._end_closing(closing)
-
-    def _end_closing(self, closing: _Closing) -> None:
-        if closing.done:
-            return
-        closing.done = True
-        with contextlib.suppress(KeyError, ValueError):
-            self.poller.unregister(closing.conn.sock)
-        self._close_now(closing.conn)
-
-    def _close_now(self, conn: TConn) -> None:
-        self.nr_conns -= 1
-        conn.close()
 
     # --- deadlines (gthread's run loop calls this at least once a second) ------------------
     def murder_pending(self) -> None:
@@ -339,19 +304,15 @@ class BufferingWorker(ThreadWorker):
             # Shutting down: connections that have sent nothing are not worth waiting for.
             for incoming in [i for i in self._incoming if not i.done and not i.size]:
                 self._forget(incoming)
-                self._close_now(incoming.conn)
-        if self._closing:
-            for closing in self._closing:
-                if closing.until <= now:
-                    self._end_closing(closing)
-            self._closing = [c for c in self._closing if not c.done]
+                self.close_now(incoming.conn)
+        self.sweep_closing(now)
 
     def _time_out(self, incoming: _Incoming) -> None:
         """READ_TIMEOUT passed before the request was in: 408 if it began, then close."""
         self._forget(incoming)
         conn = incoming.conn
         if not incoming.size:  # never said a word: just close
-            self._close_now(conn)
+            self.close_now(conn)
             return
         request_id = secrets.token_hex(16)
         self.log.info(
@@ -363,23 +324,4 @@ class BufferingWorker(ThreadWorker):
         with contextlib.suppress(OSError):
             waited = time.monotonic() - (incoming.deadline - self.read_timeout)
             conn.sock.send(request_timeout_response(self.read_timeout, request_id, waited))
-        self._close_gracefully(conn, time.monotonic() + LINGER_S)
-
-
-def give_back_large_buffers() -> None:
-    """Have glibc return freed large buffers (decoded images) to the system at once.
-
-    By default it keeps them for reuse in a heap per thread: with four threads decoding
-    in turn, a worker grew by about 35 MB after 12 MP PNG and WebP uploads and stayed
-    there (123 MB against 126 MB for a sync worker with this, 160 MB without). The
-    decode memory budget counts on that memory coming back. Call it before any thread
-    starts: glibc fixes its number of heaps at the first thread.
-    """
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: leave it be
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)  # allocations of 1 MiB and up: own mapping
-        libc.mallopt(_M_ARENA_MAX, 2)
-
-
-_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
-_M_ARENA_MAX = -8
+        self.close_gracefully(conn, time.monotonic() + LINGER_S)
