@@ -226,7 +226,7 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_in_time(
         slow = [SlowUpload(srv.port, photos[i]) for i in range(2)]
         srv.wait_accepted()
         load = Load(srv.base_url, photos, threads=4).start()
-        time.sleep(0.5)  # let some of the load queue up behind the busy workers
+        time.sleep(0.5)  # let the load run a moment (the half-sent uploads hold no worker)
         srv.proc.send_signal(signal.SIGTERM)
         term_at = time.monotonic()
         srv.wait_log("Handling signal: term")  # the shutdown has begun; now the uploads complete
@@ -244,7 +244,7 @@ def test_sigterm_under_load_answers_accepted_requests_and_exits_in_time(
     _report(
         request,
         f"master exited {code} {exited_after:.1f} s after SIGTERM; in-flight uploads "
-        f"{[s.status for s in slow]}; requests arriving during shutdown {dict(counts)}",
+        f"{[s.status for s in slow]}; the other clients' requests {dict(counts)}",
     )
     assert [s.status for s in slow] == [200, 200], "accepted requests must be answered"
     assert code == 0
