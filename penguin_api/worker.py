@@ -322,6 +322,6 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             extra={"request_id": request_id, "bytes_received": incoming.size},
         )  # fmt: skip
         with contextlib.suppress(OSError):
-            waited = time.monotonic() - (incoming.deadline - self.read_timeout)
+            waited = time.monotonic() - incoming.accepted_at
             conn.sock.send(request_timeout_response(self.read_timeout, request_id, waited))
         self.close_gracefully(conn, time.monotonic() + LINGER_S)
