@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         required=True,
-        help="folder with one sub-folder of photos per species (names as in the model's labels)",
+        help="folder with one sub-folder of photos per species (names as in the model's "
+        "labels); with --photos, the folder to find the listed photos in",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="a photo list (sha256,label,path CSV, as model/evaluation-photos.csv): score "
+        "exactly those photos, found under --data by content",
     )
     parser.add_argument(
         "--negatives",
@@ -51,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print the headline figures."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        report = evaluate(args.model_dir, args.data, args.negatives, threads=args.threads)
+        if args.photos is not None:
+            report = evaluate_recorded(args.model_dir, args.photos, args.data, args.threads)
+        else:
+            report = evaluate(args.model_dir, args.data, args.negatives, threads=args.threads)
     except (FileNotFoundError, ValueError) as exc:
         print(f"penguin-api evaluate: {exc}", file=sys.stderr)
         return 2
@@ -83,8 +95,9 @@ def load_card(model_dir: Path) -> tuple[dict, Path]:
     return card, model_path
 
 
-def score_files(model_path: Path, files: list[Path], threads: int = 2):
-    """(species_probs [N,C], penguin_score [N], files scored); undecodable files are skipped."""
+def score_files(model_path: Path, files: list[Path], threads: int = 2, size: int = 224):
+    """(species_probs [N,C], penguin_score [N], files scored) with ``size`` px inputs;
+    undecodable files are skipped."""
     import onnxruntime as ort
 
     from penguin_api.imaging import ImageError, prepare
@@ -96,7 +109,7 @@ def score_files(model_path: Path, files: list[Path], threads: int = 2):
     batch: list[np.ndarray] = []
     for i, path in enumerate(files):
         try:
-            batch.append(prepare(path.read_bytes(), max_pixels=MAX_PIXELS))
+            batch.append(prepare(path.read_bytes(), max_pixels=MAX_PIXELS, size=size))
             kept.append(path)
         except ImageError as exc:
             log.warning("skipped %s: %s", path, exc)
@@ -112,48 +125,99 @@ def score_files(model_path: Path, files: list[Path], threads: int = 2):
 
 
 def evaluate(model_dir: Path, data: Path, negatives: Path | None = None, threads: int = 2) -> dict:
-    """All figures for the photos under ``data`` (and ``negatives``) as one dict."""
+    """All figures for a folder-per-species tree ``data`` (and ``negatives``) as one dict."""
     from penguin_api.training.dataset import list_images_recursive, species_tree
-    from penguin_api.training.metrics import gate_metrics, species_metrics
 
-    card, model_path = load_card(model_dir)
-    labels: list[str] = card["labels"]
-    threshold = float(card["thresholds"]["penguin_score"])
     tree = species_tree(data)
-    covered = [s for s in tree if s in labels]
-    uncovered = {s: len(p) for s, p in tree.items() if s not in labels}
-    files = [p for s in covered for p in tree[s]]
-    truth = [labels.index(s) for s in covered for _ in tree[s]]
-    other_penguins = [p for s in uncovered for p in tree[s]]
-    probs, scores, kept = score_files(model_path, files + other_penguins, threads)
-    kept_set = set(kept)
-    y = np.array([t for p, t in zip(files, truth, strict=True) if p in kept_set], dtype=np.int64)
-    n_cov = len(y)
-    species = species_metrics(probs[:n_cov], y, labels)
-    passed = scores[:n_cov] >= threshold
-    species["top1_with_gate"] = round(
-        float(((probs[:n_cov].argmax(1) == y) & passed).mean()) if n_cov else 0.0, 4
-    )
-    neg_scores = np.zeros(0, np.float32)
+    photos = [(p, species) for species, files in tree.items() for p in files]
     neg_files: list[Path] = []
     if negatives is not None:
         neg_files = list_images_recursive(negatives)
         if not neg_files:
             raise FileNotFoundError(f"no photos under {negatives}")
-        _, neg_scores, _ = score_files(model_path, neg_files, threads)
+    report = evaluate_photos(model_dir, photos, neg_files, threads)
+    report.update(data=str(data), negatives=str(negatives) if negatives else None)
+    return report
+
+
+def evaluate_recorded(model_dir: Path, photo_list: Path, root: Path, threads: int = 2) -> dict:
+    """All figures for the photos a list records (found under ``root`` by content hash)."""
+    from penguin_api.training import photolist
+
+    found = photolist.resolve(photolist.read_photo_list(photo_list), root)
+    photos = [(p, label) for p, label in found if label != photolist.NOT_PENGUIN]
+    negatives = [p for p, label in found if label == photolist.NOT_PENGUIN]
+    report = evaluate_photos(model_dir, photos, negatives, threads)
+    report.update(data=str(root), photos=str(photo_list))
+    return report
+
+
+@dataclass
+class Scored:
+    """A model's outputs on labelled photos: covered species first, then other penguins."""
+
+    labels: list[str]
+    files: list[Path]
+    y: np.ndarray  # species index of the first len(y) files (the covered ones)
+    probs: np.ndarray
+    scores: np.ndarray
+    uncovered: dict[str, int]
+    negative_files: list[Path]
+    negative_scores: np.ndarray
+    skipped: int
+
+
+def score_photos(
+    model_path: Path,
+    labels: list[str],
+    size: int,
+    photos: list[tuple[Path, str]],
+    negatives: list[Path],
+    threads: int = 2,
+) -> Scored:
+    """Run the model on penguin ``photos`` labelled by species (any label the model does
+    not cover counts for the gate only) and on non-penguin ``negatives``."""
+    files = [p for p, species in photos if species in labels]
+    truth = [labels.index(species) for _, species in photos if species in labels]
+    uncovered: dict[str, int] = {}
+    for _, species in photos:
+        if species not in labels:
+            uncovered[species] = uncovered.get(species, 0) + 1
+    other_penguins = [p for p, species in photos if species not in labels]
+    probs, scores, kept = score_files(model_path, files + other_penguins, threads, size)
+    kept_set = set(kept)
+    y = np.array([t for p, t in zip(files, truth, strict=True) if p in kept_set], dtype=np.int64)
+    neg_scores, neg_kept = np.zeros(0, np.float32), []
+    if negatives:
+        _, neg_scores, neg_kept = score_files(model_path, negatives, threads, size)
+    return Scored(
+        labels=labels,
+        files=kept,
+        y=y,
+        probs=probs,
+        scores=scores,
+        uncovered=uncovered,
+        negative_files=neg_kept,
+        negative_scores=neg_scores,
+        skipped=len(files) + len(other_penguins) + len(negatives) - len(kept) - len(neg_kept),
+    )
+
+
+def figures(scored: Scored, penguin_threshold: float) -> dict:
+    """Species and gate figures of :func:`score_photos`' outputs, and every answer."""
+    from penguin_api.training.metrics import gate_metrics, species_metrics
+
+    n_cov, probs, scores, labels = len(scored.y), scored.probs, scored.scores, scored.labels
+    species = species_metrics(probs[:n_cov], scored.y, labels)
+    passed = scores[:n_cov] >= penguin_threshold
+    species["top1_with_gate"] = round(
+        float(((probs[:n_cov].argmax(1) == scored.y) & passed).mean()) if n_cov else 0.0, 4
+    )
     return {
-        "model": {
-            "name": card["name"],
-            "version": card["version"],
-            "sha256": card["sha256"],
-            "quantization": card.get("quantization"),
-        },
-        "data": str(data),
-        "negatives": str(negatives) if negatives else None,
         "species": species,
-        "gate": gate_metrics(scores, neg_scores, threshold),
-        "species_not_covered": uncovered,
-        "skipped_files": len(files) + len(other_penguins) - len(kept),
+        "gate": gate_metrics(scores, scored.negative_scores, penguin_threshold),
+        "species_not_covered": scored.uncovered,
+        "skipped_files": scored.skipped,
         "predictions": [
             {
                 "file": str(p),
@@ -161,9 +225,34 @@ def evaluate(model_dir: Path, data: Path, negatives: Path | None = None, threads
                 "confidence": round(float(c), 4),
                 "penguin_score": round(float(s), 4),
             }
-            for p, i, c, s in zip(kept, probs.argmax(1), probs.max(1), scores, strict=True)
+            for p, i, c, s in zip(scored.files, probs.argmax(1), probs.max(1), scores, strict=True)
+        ],
+        "negatives": [
+            {"file": str(p), "penguin_score": round(float(s), 4)}
+            for p, s in zip(scored.negative_files, scored.negative_scores, strict=True)
         ],
     }
+
+
+def evaluate_photos(
+    model_dir: Path,
+    photos: list[tuple[Path, str]],
+    negatives: list[Path],
+    threads: int = 2,
+) -> dict:
+    """Figures for penguin ``photos`` labelled by species (any label the model does not
+    cover counts for the gate only) and non-penguin ``negatives``."""
+    card, model_path = load_card(model_dir)
+    size = int(card["input"]["size"])
+    scored = score_photos(model_path, card["labels"], size, photos, negatives, threads)
+    report = figures(scored, float(card["thresholds"]["penguin_score"]))
+    report["model"] = {
+        "name": card["name"],
+        "version": card["version"],
+        "sha256": card["sha256"],
+        "quantization": card.get("quantization"),
+    }
+    return report
 
 
 def write_report(report: dict, out: Path) -> None:
