@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 
 #: What `pip install -e '.[train]'` brings that the training commands import.
-TRAIN_MODULES = ("torch", "efficientnet_lite_pytorch", "onnx", "matplotlib")
+TRAIN_MODULES = ("torch", "efficientnet_lite_pytorch", "onnx", "matplotlib", "threadpoolctl")
 TRAIN_INSTALL = "pip install -e '.[train]'"
 
 

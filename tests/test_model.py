@@ -52,7 +52,8 @@ def test_card_has_the_agreed_keys_and_names_the_onnx_file(card: dict) -> None:
     assert card.keys() >= CARD_KEYS
     assert (MODEL_DIR / card["file"]).is_file()  # the ONNX file it describes is beside it
     assert card["quantization"] in ("int8", "fp32")
-    assert card["input"]["name"] == "image" and card["input"]["size"] == 224
+    size = card["input"]["size"]
+    assert card["input"]["name"] == "image" and card["input"]["shape"] == ["N", size, size, 3]
     assert 0.0 < card["thresholds"]["penguin_score"] < 1.0
     assert card["temperature"] > 0
 
@@ -65,7 +66,8 @@ def test_card_sha256_matches_the_committed_onnx_file(card: dict) -> None:
 def test_model_input_and_outputs_follow_the_contract(session, card: dict) -> None:
     (inp,) = session.get_inputs()
     assert (inp.name, inp.type) == ("image", "tensor(uint8)")
-    assert inp.shape[1:] == [224, 224, 3]
+    size = card["input"]["size"]
+    assert inp.shape[1:] == [size, size, 3]
     outputs = {o.name: o for o in session.get_outputs()}
     assert set(outputs) == {"species_probs", "penguin_score"}
     assert outputs["species_probs"].type == "tensor(float)"
@@ -75,7 +77,7 @@ def test_model_input_and_outputs_follow_the_contract(session, card: dict) -> Non
 
 
 def test_labels_match_output_size_and_exclude_the_left_out_species(session, card: dict) -> None:
-    images = np.zeros((1, 224, 224, 3), np.uint8)
+    images = np.zeros((1, card["input"]["size"], card["input"]["size"], 3), np.uint8)
     probs, _ = _predict(session, images)
     assert probs.shape == (1, len(card["labels"]))
     assert card["species_covered"] == card["labels"]
@@ -83,9 +85,10 @@ def test_labels_match_output_size_and_exclude_the_left_out_species(session, card
     assert not set(card["species_excluded"]) & set(card["labels"])
 
 
-def test_probabilities_sum_to_one_and_scores_lie_in_unit_interval(session) -> None:
+def test_probabilities_sum_to_one_and_scores_lie_in_unit_interval(session, card: dict) -> None:
     rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    size = card["input"]["size"]
+    images = rng.integers(0, 256, (5, size, size, 3), dtype=np.uint8)
     probs, score = _predict(session, images)
     assert probs.dtype == np.float32 and score.dtype == np.float32
     assert probs.shape[0] == 5 and score.shape == (5,)
@@ -93,9 +96,10 @@ def test_probabilities_sum_to_one_and_scores_lie_in_unit_interval(session) -> No
     assert (probs >= 0).all() and ((score >= 0) & (score <= 1)).all()
 
 
-def test_a_photo_gets_the_same_answer_alone_and_in_a_batch(session) -> None:
+def test_a_photo_gets_the_same_answer_alone_and_in_a_batch(session, card: dict) -> None:
     rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
+    size = card["input"]["size"]
+    images = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
     batch_probs, batch_score = _predict(session, images)
     one_probs, one_score = _predict(session, images[2:3])
     np.testing.assert_allclose(one_probs[0], batch_probs[2], atol=1e-5)
@@ -129,31 +133,49 @@ def _plain_images() -> dict[str, Image.Image]:
 @pytest.mark.parametrize("name", sorted(_plain_images()))
 def test_plain_synthetic_image_is_not_a_penguin(session, card: dict, name: str) -> None:
     data = _encode(_plain_images()[name])
-    array = prepare(data, max_pixels=50_000_000)[None]
+    array = prepare(data, max_pixels=50_000_000, size=card["input"]["size"])[None]
     _, score = _predict(session, array)
     assert score[0] < card["thresholds"]["penguin_score"], f"{name}: score {score[0]:.3f}"
 
 
-def test_evaluate_on_val_reproduces_the_card_figures(
-    card: dict, shared_data: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "report"
+@pytest.fixture(scope="module")
+def recorded_report(card: dict, shared_data: Path, tmp_path_factory) -> tuple[dict, Path]:
+    """`penguin-api evaluate` on the photos the card lists, run once: (metrics, report dir)."""
+    out = tmp_path_factory.mktemp("recorded") / "report"
+    photos = MODEL_DIR / card["evaluation"]["photos_file"]
     result = subprocess.run(
         [
             sys.executable, "-m", "penguin_api.cli", "evaluate",
-            "--data", str(shared_data / "penguins" / "val"),
-            "--negatives", str(shared_data / "not_penguin" / "val"),
+            "--photos", str(photos), "--data", str(shared_data),
             "--out", str(out), "--model-dir", str(MODEL_DIR),
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "metrics.json").read_text())
-    want = card["metrics"]["val"]
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def test_the_card_lists_the_photos_its_figures_came_from(card: dict) -> None:
+    listed = MODEL_DIR / card["evaluation"]["photos_file"]
+    assert hashlib.sha256(listed.read_bytes()).hexdigest() == card["evaluation"]["photos_sha256"]
+    assert len(listed.read_text().splitlines()) - 1 == card["evaluation"]["photos"]
+    oof = card["metrics"]["out_of_fold"]
+    assert oof["photos"] == card["metrics"]["shipped_file"]["species"]["n"]
+    assert oof["repeats"] >= 2 and oof["top1"]["min"] <= oof["top1"]["mean"] <= oof["top1"]["max"]
+
+
+def test_evaluate_on_the_recorded_photos_reproduces_the_card_figures(
+    card: dict, recorded_report: tuple[dict, Path]
+) -> None:
+    """The shipped file's figures in the card, re-scored on exactly the photos they came
+    from (found by SHA-256, wherever the photo set has moved or grown since)."""
+    report, out = recorded_report
+    want = card["metrics"]["shipped_file"]
     got_s, want_s = report["species"], want["species"]
     for key in ("n", "top1", "ece", "nll", "top1_with_gate"):
         assert got_s[key] == pytest.approx(want_s[key], abs=1e-3), key
-    assert got_s["ece_if_perfectly_calibrated"] == want_s["ece_if_perfectly_calibrated"]
+    for key, value in want_s["ece_if_perfectly_calibrated"].items():
+        assert got_s["ece_if_perfectly_calibrated"][key] == pytest.approx(value, abs=2e-4), key
     assert got_s["per_species"] == want_s["per_species"]
     assert got_s["confusion"] == want_s["confusion"]
     for key in ("penguin_pass_rate", "negative_false_pass_rate", "threshold"):
@@ -167,19 +189,19 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def test_gate_threshold_sits_in_a_wide_gap_on_val_photos(card: dict, shared_data: Path) -> None:
-    """Val penguins score well above the threshold and val non-penguins well below it.
+def test_gate_threshold_sits_in_a_wide_gap_on_the_recorded_photos(
+    card: dict, recorded_report: tuple[dict, Path]
+) -> None:
+    """Recorded penguins score well above the threshold and non-penguins well below it.
 
-    The threshold is placed mid-gap on val, so this asserts the gap is wide, not where
-    the cut is: a gate that clears val by a hair fails on the next photo. (An int8 build
-    calibrated on penguins alone gave every non-penguin the same 0.56, its cut 0.58.)
+    The threshold sits between the two groups' out-of-fold scores, so this asserts the
+    shipped file keeps a wide gap, not where the cut is: a gate that clears its photos by
+    a hair fails on the next one. (An int8 build calibrated on penguins alone gave every
+    non-penguin the same 0.56, its cut 0.58.)
     """
-    from penguin_api.training.dataset import list_images, list_images_recursive
-    from penguin_api.training.evaluate import score_files
-
-    model = MODEL_DIR / MODEL_FILE
-    _, penguins, _ = score_files(model, list_images_recursive(shared_data / "penguins" / "val"))
-    _, others, _ = score_files(model, list_images(shared_data / "not_penguin" / "val"))
+    report, _ = recorded_report
+    penguins = np.array([p["penguin_score"] for p in report["predictions"]])
+    others = np.array([p["penguin_score"] for p in report["negatives"]])
     cut = float(_logit(np.array(card["thresholds"]["penguin_score"])))
     pen, neg = _logit(penguins), _logit(others)
     assert np.percentile(pen, 5) >= cut + 1.0, "penguins crowd the threshold"

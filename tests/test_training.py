@@ -65,7 +65,8 @@ def test_short_training_run_produces_a_loadable_model_with_a_true_card(
     out = tmp_path / "model"
     result = _cli(
         "train", "--data", str(subset), "--out", str(out), "--cache", str(tmp_path / "cache"),
-        "--views", "2", "--folds", "2", "--quick",
+        "--report", str(tmp_path / "report"), "--backbones", "lite0", "--size", "224",
+        "--views", "2", "--folds", "2", "--repeats", "2", "--quick",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads((out / "model-card.json").read_text())
@@ -75,23 +76,39 @@ def test_short_training_run_produces_a_loadable_model_with_a_true_card(
     assert card["version"].endswith("+" + card["sha256"][:8])
     assert card["labels"] == ["Adelie", "Gentoo", "King"]
     assert "Snares" in card["species_excluded"]
+    assert 0 < card["thresholds"]["confident"] <= 1
     session = ort.InferenceSession(str(onnx_path))
     probs, score = session.run(None, {"image": np.zeros((2, 224, 224, 3), np.uint8)})
     assert probs.shape == (2, 3) and score.shape == (2,)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert card["metrics"]["val"]["species"]["n"] == 6
+    # Every labelled photo (train and val) trained it and was judged out of fold, twice.
+    oof = card["metrics"]["out_of_fold"]
+    assert (oof["photos"], oof["folds"], oof["repeats"]) == (24, 2, 2)
+    assert oof["top1"]["min"] <= oof["top1"]["mean"] <= oof["top1"]["max"]
+    assert card["metrics"]["shipped_file"]["species"]["n"] == 24
+    listed = (out / card["evaluation"]["photos_file"]).read_text().splitlines()
+    assert len(listed) - 1 == card["evaluation"]["photos"] == 24 + 3 + 6 + 15
+    # Where it fails goes to the report folder, never into the model folder.
+    answers = (tmp_path / "report" / "out-of-fold.csv").read_text().splitlines()
+    assert len(answers) - 1 == 24
+    misses = sum(line.endswith(",0") for line in answers[1:])
+    assert misses == round(24 * (1 - oof["first_repeat"]["top1"]))
+    assert (tmp_path / "report" / "worst-misses.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "evaluation-photos.csv", "model-card.json", "penguin-classifier.onnx",
+    ]  # fmt: skip
 
-    # The figures in the new card come back from `penguin-api evaluate` on the same photos.
+    # The shipped file's figures in the card come back from `penguin-api evaluate` on the
+    # photos the card lists.
     report_dir = tmp_path / "report"
     result = _cli(
-        "evaluate", "--data", str(subset / "penguins/val"),
-        "--negatives", str(subset / "not_penguin/val"),
-        "--out", str(report_dir), "--model-dir", str(out),
+        "evaluate", "--photos", str(out / card["evaluation"]["photos_file"]),
+        "--data", str(subset), "--out", str(report_dir), "--model-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((report_dir / "metrics.json").read_text())
-    assert report["species"]["top1"] == card["metrics"]["val"]["species"]["top1"]
-    assert report["gate"] == card["metrics"]["val"]["gate"]
+    assert report["species"]["top1"] == card["metrics"]["shipped_file"]["species"]["top1"]
+    assert report["gate"] == card["metrics"]["shipped_file"]["gate"]
 
 
 def test_evaluate_refuses_a_model_whose_checksum_does_not_match(tmp_path: Path) -> None:
@@ -161,17 +178,24 @@ def test_gate_threshold_separates_separable_scores() -> None:
     assert 0.3 < t < 0.8
 
 
-def _candidate(top1: float, cpu_ms: float) -> dict:
-    return {"top1": top1, "latency_ms": {"cpu_median": cpu_ms}}
+def _candidate(agreement: float, gate_p95: float, cpu_ms: float) -> dict:
+    return {
+        "species_agreement": agreement,
+        "gate_logit_difference_p95": gate_p95,
+        "latency_ms": {"cpu_median": cpu_ms},
+    }
 
 
-def test_int8_ships_only_when_it_is_faster_and_costs_at_most_one_point() -> None:
-    fp32 = _candidate(0.85, 8.6)
-    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.845, 5.1)}) == "int8"
-    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.83, 5.1)}) == "fp32"
-    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.85, 9.5)}) == "fp32"
+def test_int8_ships_only_when_it_answers_as_fp32_does_and_is_faster() -> None:
+    fp32 = _candidate(1.0, 0.0, 8.6)
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.99, 0.4, 5.1)}) == "int8"
+    # Other species on more than 2 % of the photos, or a drifting penguin score: no.
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.97, 0.4, 5.1)}) == "fp32"
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(0.99, 1.5, 5.1)}) == "fp32"
+    # Slower buys nothing.
+    assert choose_variant("auto", {"fp32": fp32, "int8": _candidate(1.0, 0.1, 9.5)}) == "fp32"
     # An explicit choice is obeyed.
-    assert choose_variant("int8", {"fp32": fp32, "int8": _candidate(0.5, 20.0)}) == "int8"
+    assert choose_variant("int8", {"fp32": fp32, "int8": _candidate(0.5, 9.0, 20.0)}) == "int8"
     assert choose_variant("auto", {"fp32": fp32}) == "fp32"
 
 
@@ -213,8 +237,8 @@ def test_learning_curve_command_reports_each_fraction(subset: Path, tmp_path: Pa
     out = tmp_path / "curve.json"
     result = _cli(
         "learning-curve", "--data", str(subset), "--cache", str(tmp_path / "cache"),
-        "--views", "2", "--folds", "2", "--fractions", "0.5,1", "--repeats", "2",
-        "--out", str(out),
+        "--backbones", "lite0", "--size", "224", "--views", "2", "--folds", "2",
+        "--fractions", "0.5,1", "--repeats", "2", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -291,8 +315,8 @@ def test_int8_calibration_mixes_penguins_and_non_penguins(tmp_path: Path) -> Non
     few_others = _sample_photos(tmp_path / "n", 4, False)
     penguins, others = calibration_sample(few_penguins, few_others, seed=0)
     assert (len(penguins), len(others)) == (5, 4)  # all of them when there are few
-    batches = calibration_batches(penguins + others, seed=0)
-    assert [b.shape for b in batches] == [(8, 224, 224, 3), (1, 224, 224, 3)]
+    batches = calibration_batches(penguins + others, seed=0, size=240)
+    assert [b.shape for b in batches] == [(8, 240, 240, 3), (1, 240, 240, 3)]
     assert all(b.dtype == np.uint8 for b in batches)
 
     many_penguins = [few_penguins[0]] * (CALIBRATION_PHOTOS + 40)
@@ -300,3 +324,55 @@ def test_int8_calibration_mixes_penguins_and_non_penguins(tmp_path: Path) -> Non
     penguins, others = calibration_sample(many_penguins, many_others, seed=0)
     assert (len(penguins), len(others)) == (CALIBRATION_PHOTOS, CALIBRATION_NEGATIVES)
     assert all(s.is_penguin for s in penguins) and not any(s.is_penguin for s in others)
+
+
+def test_recorded_photos_are_found_by_content_after_the_folders_move(
+    subset: Path, tmp_path: Path
+) -> None:
+    from penguin_api.training import photolist
+
+    adelie = sorted((subset / "penguins/train/Adelie").iterdir())[:2]
+    negative = sorted((subset / "not_penguin/train").iterdir())[0]
+    entries = [(adelie[0], "Adelie"), (adelie[1], "Adelie"), (negative, photolist.NOT_PENGUIN)]
+    listed = tmp_path / "photos.csv"
+    digest = photolist.write_photo_list(entries, listed, subset)
+    assert digest == hashlib.sha256(listed.read_bytes()).hexdigest()
+    # The same photos under other names and folders, beside photos added since.
+    moved = tmp_path / "reorganised"
+    for i, (path, _) in enumerate(entries):
+        (moved / f"group{i}").mkdir(parents=True)
+        (moved / f"group{i}" / f"renamed{i}.jpg").symlink_to(path.resolve())
+    (moved / "new").mkdir()
+    (moved / "new" / "added.jpg").symlink_to(sorted((subset / "penguins/train/King").iterdir())[0])
+    found = photolist.resolve(photolist.read_photo_list(listed), moved)
+    assert sorted((p.name, label) for p, label in found) == [
+        ("renamed0.jpg", "Adelie"), ("renamed1.jpg", "Adelie"),
+        ("renamed2.jpg", photolist.NOT_PENGUIN),
+    ]  # fmt: skip
+
+
+def test_evaluate_names_recorded_photos_it_cannot_find(subset: Path, tmp_path: Path) -> None:
+    from penguin_api.training import photolist
+
+    photo = sorted((subset / "penguins/train/Adelie").iterdir())[0]
+    listed = tmp_path / "photos.csv"
+    photolist.write_photo_list([(photo, "Adelie")], listed, subset)
+    (tmp_path / "empty").mkdir()
+    result = _cli(
+        "evaluate", "--photos", str(listed), "--data", str(tmp_path / "empty"),
+        "--out", str(tmp_path / "r"), "--model-dir", str(REPO_ROOT / "model"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "1 of 1 recorded photos are not under" in result.stderr
+    assert "penguins/train/Adelie/" in result.stderr
+
+
+def test_worst_misses_are_the_most_confident_wrong_answers() -> None:
+    from penguin_api.training.misses import worst_misses
+
+    y = np.array([0, 0, 1, 1, 2])
+    probs = np.array(
+        [[0.9, 0.1, 0.0], [0.3, 0.6, 0.1], [0.05, 0.05, 0.9], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]]
+    )
+    assert worst_misses(y, probs, 10) == [2, 1, 4]
+    assert worst_misses(y, probs, 2) == [2, 1]

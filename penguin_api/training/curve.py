@@ -3,10 +3,10 @@
 It answers "would more photos help, and how many?" before anyone goes looking for
 them. Each cross-validation fold's training part is cut to a fraction of its photos
 per species (at least two each), the species head is refitted as `penguin-api train`
-fits it (same views and class balancing, and the L2 strength from the same grid that
-scores best at that size), and the held-out fold is scored on its centre views.
-Embeddings come from the training cache, so a run after `penguin-api train` takes a
-few minutes.
+fits it (same backbones, size, views, mirror averaging and class balancing, and the L2
+strength from the same grid that scores best at that size), and the held-out fold is
+scored as the service would see it. Embeddings come from the training cache, so a run
+after `penguin-api train` takes a few minutes.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from penguin_api.training.fit import L2_GRID, stack_views, stratified_folds
-from penguin_api.training.heads import fit_softmax
-from penguin_api.training.train import DEFAULT_VIEWS, embed_all
+from penguin_api.training import train
+from penguin_api.training.fit import L2_GRID, fit_species, service_view, stratified_folds
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,13 @@ def learning_curve(
     folds: int = 5,
     seed: int = 0,
     repeats: int = 3,
+    balance: float = 1.0,
+    mirror: bool = False,
 ) -> list[dict]:
     """Out-of-fold top-1 for each fraction of each fold's training photos.
 
-    ``views`` is ``[V, N, D]`` (view 0 is what the service sees). A fraction below 1 is
+    ``views`` is ``[V, N, D]`` (view 0 is what the service sees, view 1 its mirror,
+    averaged with it when ``mirror``). A fraction below 1 is
     drawn ``repeats`` times with different seeds (the same draws for every L2); each row
     reports the L2 with the best mean and keeps that L2's figure per draw.
     """
@@ -60,10 +62,10 @@ def learning_curve(
                 for f in range(folds):
                     keep = _subsample(np.flatnonzero(fold_of != f), y, fraction, rng)
                     used += len(keep)
-                    x, yy = stack_views(views[:, keep], y[keep])
-                    head = fit_softmax(x, yy, n_classes, l2, balanced=True)
+                    head, std = fit_species(views[:, keep], y[keep], n_classes, l2, balance)
                     test = fold_of == f
-                    correct += int((head(views[0, test]).argmax(1) == y[test]).sum())
+                    logits = head(std(service_view(views[:, test], mirror)))
+                    correct += int((logits.argmax(1) == y[test]).sum())
                 scores.append(correct / len(y))
                 photos.append(used / folds)
             row = {
@@ -94,18 +96,10 @@ def _subsample(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `penguin-api learning-curve`."""
-    parser.add_argument("--data", type=Path, required=True, help="data root, as for train")
-    parser.add_argument(
-        "--cache", type=Path, default=None, help="embedding cache (default ~/.cache/penguin-api)"
-    )
-    parser.add_argument(
-        "--views", type=int, default=DEFAULT_VIEWS, help="views per photo, as for train"
-    )
+    train.add_recipe_arguments(parser)
     parser.add_argument(
         "--folds", type=_at_least(2), default=5, help="cross-validation folds (>= 2)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads to use")
     parser.add_argument(
         "--fractions",
         type=_fractions,
@@ -144,15 +138,16 @@ def _at_least(low: int) -> Callable[[str], int]:
 def run(args: argparse.Namespace) -> int:
     """Embed (or read from the cache), refit the head at each size, print the curve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from penguin_api.training import dataset, embed
+    import torch
 
+    from penguin_api.training import dataset
+
+    torch.set_num_threads(1)  # small heads: one thread is faster on shared cores
     data = dataset.load_training_data(args.data)
     if len(data.labels) < 2:
         log.error("need at least two species with >= %d train photos", dataset.MIN_TRAIN_PHOTOS)
         return 2
-    cache = embed.EmbeddingCache(args.cache or embed.default_cache_dir(), args.threads)
-    emb = embed_all(cache, data, range(args.views), args.seed)
-    views = np.concatenate([emb["train"], emb["val"]], axis=1)[:, :, :-1]
+    views = train.embed_all(args, data)["labelled"][0]
     y = np.array([s.label for s in data.train + data.val], dtype=np.int64)
     rows = learning_curve(
         views,
@@ -162,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         seed=args.seed,
         repeats=args.repeats,
+        balance=args.balance,
+        mirror=args.mirror,
     )
     print(f"{len(y)} photos, {args.folds}-fold cross-validation")
     print("fraction  train photos per fold  best L2  top-1")

@@ -37,12 +37,17 @@ def photo_id(path: Path) -> str:
 
 
 class EmbeddingCache:
-    """Embeddings [1280 features + king-penguin log-prob] per (view, photo)."""
+    """Embeddings [1280 features + king-penguin log-prob] per (view, photo) of one
+    backbone at one input size."""
 
-    def __init__(self, cache_dir: Path, threads: int = 2) -> None:
+    def __init__(
+        self, cache_dir: Path, threads: int = 2, backbone: str = "lite0", size: int = 224
+    ) -> None:
         self.dir = cache_dir / "embeddings"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.threads = threads
+        self.backbone = backbone
+        self.size = size
         self._session = None
         self._store: dict[str, dict[str, np.ndarray]] = {}
 
@@ -53,7 +58,7 @@ class EmbeddingCache:
         it is tried again on the next run, since the decoder may have learnt its format.
         """
         ids = [photo_id(p) for p in paths]
-        keys = [views.view_key(v, seed) for v in view_indices]
+        keys = [views.view_key(v, seed, self.backbone, self.size) for v in view_indices]
         stores = {k: self._load(k) for k in keys}
         todo = [
             (p, pid)
@@ -61,7 +66,13 @@ class EmbeddingCache:
             if any(_missing(stores[k], pid) for k in keys)
         ]
         if todo:
-            log.info("embedding %d photos x %d views", len(todo), len(keys))
+            log.info(
+                "embedding %d photos x %d views (%s, %d px)",
+                len(todo),
+                len(keys),
+                self.backbone,
+                self.size,
+            )
             self._compute(todo, list(view_indices), keys, seed, stores)
             self._save_all(keys, stores)
         return np.stack([np.stack([stores[k][pid] for pid in ids]) for k in keys])
@@ -73,7 +84,7 @@ class EmbeddingCache:
         slots: list[tuple[str, str]] = []
         for done, (path, pid) in enumerate(todo, 1):
             try:
-                img = views.decode(path.read_bytes())
+                img = views.decode(path.read_bytes(), self.size)
             except ImageError as exc:
                 log.warning("skipping %s: %s", path, exc)
                 img = None
@@ -82,7 +93,7 @@ class EmbeddingCache:
                     stores[key][pid] = np.full(FEATURE_WIDTH, np.nan, np.float32)
                     continue
                 if _missing(stores[key], pid):
-                    batch.append(views.make_view(img, index, seed, pid))
+                    batch.append(views.make_view(img, index, seed, pid, self.size))
                     slots.append((key, pid))
             if batch and (len(batch) >= BATCH or done == len(todo)):
                 out = self._embed(np.stack(batch))
@@ -95,7 +106,7 @@ class EmbeddingCache:
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
         if self._session is None:
-            self._session = _embedder_session(self.threads)
+            self._session = _embedder_session(self.backbone, self.size, self.threads)
         feats, king = self._session.run(None, {"image": images})
         return np.concatenate([feats, king[:, None]], axis=1).astype(np.float32)
 
@@ -124,19 +135,19 @@ def _missing(store: dict[str, np.ndarray], pid: str) -> bool:
     return row is None or bool(np.isnan(row[0]))
 
 
-def _embedder_session(threads: int):
+def _embedder_session(backbone: str, size: int, threads: int):
     """Export the frozen backbone to a temporary ONNX file and open it."""
     import onnxruntime as ort
     import torch
 
     from penguin_api.training.backbone import Embedder, load_backbone
 
-    net = Embedder(load_backbone()).eval()
+    net = Embedder(load_backbone(backbone)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "embedder.onnx"
         torch.onnx.export(
             net,
-            (torch.zeros(1, 224, 224, 3, dtype=torch.uint8),),
+            (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
             str(path),
             dynamo=False,
             input_names=["image"],

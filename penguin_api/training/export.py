@@ -1,6 +1,6 @@
 """Turn the fitted heads into the one shipped ONNX graph, and optionally int8 it.
 
-Contract (../shared/docs/DESIGN.md): input ``image`` uint8 NHWC [N,224,224,3] RGB;
+Contract (../shared/docs/DESIGN.md): input ``image`` uint8 NHWC [N,S,S,3] RGB (S in the card);
 outputs ``species_probs`` float32 [N,C] and ``penguin_score`` float32 [N].
 """
 
@@ -22,35 +22,36 @@ OUTPUTS = ("species_probs", "penguin_score")
 OPSET = 17
 
 
-def build_net(
-    backbone,
-    species: Linear,
-    gate: Linear,
-    gate_mix: tuple[float, float, float],
-    temperature: float,
-):
-    """The torch module of the whole model, heads filled in, in eval mode."""
+def build_net(backbones: list, fitted, mirror: bool):
+    """The torch module of the whole model (every backbone, heads filled in), in eval mode."""
     import torch
 
-    from penguin_api.training.backbone import FEATURE_DIM, PenguinNet
+    from penguin_api.training.backbone import PenguinNet
 
     def to_layer(head: Linear) -> torch.nn.Linear:
-        layer = torch.nn.Linear(FEATURE_DIM, head.weight.shape[0])
+        layer = torch.nn.Linear(head.weight.shape[1], head.weight.shape[0])
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(head.weight.astype(np.float32)))
             layer.bias.copy_(torch.from_numpy(head.bias.astype(np.float32)))
         return layer
 
-    net = PenguinNet(backbone, to_layer(species), to_layer(gate), gate_mix, temperature)
+    net = PenguinNet(
+        backbones,
+        to_layer(fitted.species),
+        to_layer(fitted.gate),
+        fitted.gate_mix,
+        fitted.temperature,
+        mirror=mirror,
+    )
     return net.eval()
 
 
-def export_onnx(net, path: Path) -> None:
+def export_onnx(net, path: Path, size: int) -> None:
     """Write ``net`` as ONNX with a dynamic batch axis and check it against torch."""
     import onnx
     import torch
 
-    example = torch.zeros(2, 224, 224, 3, dtype=torch.uint8)
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     torch.onnx.export(
         net,
         (example,),
@@ -64,7 +65,7 @@ def export_onnx(net, path: Path) -> None:
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     rng = np.random.default_rng(0)
-    probe = rng.integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    probe = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     with torch.no_grad():
         want = [t.numpy() for t in net(torch.from_numpy(probe))]
     got = run_onnx(path, probe)
@@ -90,7 +91,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
     convolution. The Clip matters most: left in float it keeps ~35 dequantise/quantise
     pairs between the convolutions, which made int8 slower than fp32 and cost ~4 points
     of val top-1; quantised, ONNX Runtime folds it into the convolution's output range.
-    Left in float: the stem convolution, and the small pooling and heads with
+    Left in float: each backbone's stem convolution, and the small pooling and heads with
     softmax/sigmoid (GeM's Pow/ReduceMean, Gemm), which carry the calibrated
     probabilities and cost nothing.
     """
@@ -118,6 +119,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+        # Each backbone's stem convolution stays float (it sees the raw image).
+        stems = [name for name in convs if "_conv_stem" in name] or convs[:1]
         heads = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
         quantize_static(
             str(pre),
@@ -130,7 +133,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "Add", "Clip"],
-            nodes_to_exclude=[convs[0], *heads],
+            nodes_to_exclude=[*stems, *heads],
             calibrate_method=CalibrationMethod.MinMax,
         )
     log.info("int8 model written to %s", out_path)

@@ -19,31 +19,38 @@ from penguin_api.imaging import MODEL_INPUT_SIZE, decode_image, to_model_input
 #: Training photos are trusted; this only guards against a corrupt giant file.
 MAX_PIXELS = 200_000_000
 #: Bumped whenever the views or the embedding change, which invalidates cached embeddings.
-RECIPE = "v2-gem"
+RECIPE = "v3"
 
 
-def decode(data: bytes) -> Image.Image:
-    """Decode a photo exactly as the service does."""
-    return decode_image(data, max_pixels=MAX_PIXELS, min_side=MODEL_INPUT_SIZE)
+def decode(data: bytes, size: int = MODEL_INPUT_SIZE) -> Image.Image:
+    """Decode a photo exactly as the service does for a ``size`` px model input."""
+    return decode_image(data, max_pixels=MAX_PIXELS, min_side=size)
 
 
-def view_key(index: int, seed: int) -> str:
-    """Cache key of one view; views 0 and 1 do not depend on the seed."""
-    return f"{RECIPE}-{index}" if index < 2 else f"{RECIPE}-{index}-s{seed}"
+def view_key(index: int, seed: int, backbone: str = "lite0", size: int = MODEL_INPUT_SIZE) -> str:
+    """Cache key of one view through one backbone; views 0 and 1 do not depend on the seed."""
+    base = f"{RECIPE}-{backbone}-{size}-{index}"
+    return base if index < 2 else f"{base}-s{seed}"
 
 
-def make_view(img: Image.Image, index: int, seed: int, photo_id: str) -> np.ndarray:
-    """The ``index``-th view of ``img`` as a uint8 [224,224,3] array."""
+def make_view(
+    img: Image.Image, index: int, seed: int, photo_id: str, size: int = MODEL_INPUT_SIZE
+) -> np.ndarray:
+    """The ``index``-th view of ``img`` as a uint8 [size, size, 3] array.
+
+    A random view's crop, flip and colour change depend on (photo, index, seed) only,
+    so the same view at two sizes shows the same part of the photo.
+    """
     if index == 0:
-        return to_model_input(img)
+        return to_model_input(img, size)
     if index == 1:
-        return to_model_input(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        return to_model_input(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), size)
     digest = hashlib.sha256(f"{photo_id}|{index}|{seed}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
-    return _random_view(img, rng)
+    return _random_view(img, rng, size)
 
 
-def _random_view(img: Image.Image, rng: random.Random) -> np.ndarray:
+def _random_view(img: Image.Image, rng: random.Random, size: int) -> np.ndarray:
     """Random square-ish crop (40-100% of the area), flip, brightness/contrast/colour."""
     width, height = img.size
     side = min(width, height)
@@ -59,7 +66,7 @@ def _random_view(img: Image.Image, rng: random.Random) -> np.ndarray:
     left = rng.uniform(0, width - w)
     top = rng.uniform(0, height - h)
     crop = img.resize(
-        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE),
+        (size, size),
         Image.Resampling.BILINEAR,
         box=(left, top, left + w, top + h),
         reducing_gap=3.0,
