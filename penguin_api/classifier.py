@@ -64,7 +64,6 @@ class ModelCard:
             raise ModelError(f"model card {path}: labels must be a non-empty list of names")
         try:
             threshold = float(raw["thresholds"]["penguin_score"])
-            size = int((raw.get("input") or {}).get("size", 224))
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"model card {path}: thresholds.penguin_score is missing") from None
         return cls(
@@ -74,10 +73,27 @@ class ModelCard:
             sha256=str(raw["sha256"]).lower(),
             labels=tuple(labels),
             penguin_threshold=threshold,
-            input_size=size,
+            input_size=_input_size(raw.get("input"), path),
             raw=raw,
             confident_threshold=_confident_threshold(raw["thresholds"], path),
         )
+
+
+def _input_size(spec: Any, path: Path) -> int:
+    """`input.size`: the side of the square image the model takes, which the service makes.
+
+    No default: the size changes with the model, and a service that guessed it would feed
+    the model images it was not built for (the graph check would then refuse the model).
+    """
+    value = spec.get("size") if isinstance(spec, dict) else None
+    # bool is an int to Python; a float like 320.0 is not a side length either.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        shown = "missing" if value is None else json.dumps(value)[:40]
+        raise ModelError(
+            f"model card {path}: input.size (the side of the square image the model takes) "
+            f"must be a positive whole number, is {shown}"
+        )
+    return value
 
 
 def _confident_threshold(thresholds: dict[str, Any], path: Path) -> float | None:

@@ -19,8 +19,14 @@ def classifier(model_dir: Path) -> Classifier:
     return Classifier.load(model_dir, top_k=3)
 
 
-def _images(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+@pytest.fixture(scope="module")
+def size(classifier: Classifier) -> int:
+    """The side of the shipped model's input, as its card gives it."""
+    return classifier.input_size
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 def _rewrite_card(model: Path, **changes) -> None:
@@ -30,14 +36,21 @@ def _rewrite_card(model: Path, **changes) -> None:
 
 
 def test_card_matches_the_onnx_file_it_ships_with(model_dir):
+    import onnxruntime as ort
+
     card = json.loads((model_dir / CARD_FILE).read_text())
-    digest = hashlib.sha256((model_dir / card.get("file", MODEL_FILE)).read_bytes()).hexdigest()
-    assert card["sha256"] == digest
-    assert card["input"]["size"] == 224 and card["input"]["name"] == "image"
+    path = model_dir / card.get("file", MODEL_FILE)
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    (graph_input,) = ort.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]
+    ).get_inputs()
+    size = card["input"]["size"]
+    assert graph_input.name == card["input"]["name"] == "image"
+    assert graph_input.shape[1:] == card["input"]["shape"][1:] == [size, size, 3]
 
 
-def test_one_prediction_per_image_in_order(classifier):
-    images = _images(3)
+def test_one_prediction_per_image_in_order(classifier, size):
+    images = _images(3, size)
     batch = classifier.predict(images)
     singles = [classifier.predict(images[i : i + 1])[0] for i in range(3)]
     assert len(batch) == 3
@@ -46,9 +59,9 @@ def test_one_prediction_per_image_in_order(classifier):
         assert together.penguin_score == pytest.approx(alone.penguin_score, abs=2e-3)
 
 
-def test_prediction_follows_the_api_contract(classifier):
+def test_prediction_follows_the_api_contract(classifier, size):
     labels = classifier.card.labels
-    for prediction in classifier.predict(_images(4, seed=1)):
+    for prediction in classifier.predict(_images(4, size, seed=1)):
         body = prediction.as_dict()
         assert list(body) == [
             "species", "confidence", "uncertain", "is_penguin", "penguin_score", "top_k", "model",
@@ -71,33 +84,37 @@ def test_prediction_follows_the_api_contract(classifier):
         assert body["model"] == {"name": classifier.card.name, "version": classifier.card.version}
 
 
-def test_species_probabilities_sum_to_one(model_dir):
+def test_species_probabilities_sum_to_one(model_dir, size):
     every = Classifier.load(model_dir, top_k=1000)
-    for prediction in every.predict(_images(2, seed=2)):
+    for prediction in every.predict(_images(2, size, seed=2)):
         assert len(prediction.top_k) == len(every.card.labels)
         assert sum(c for _, c in prediction.top_k) == pytest.approx(1.0, abs=5e-3)
 
 
-def test_an_empty_batch_gives_no_predictions(classifier):
-    assert classifier.predict(np.zeros((0, 224, 224, 3), np.uint8)) == []
+def test_an_empty_batch_gives_no_predictions(classifier, size):
+    assert classifier.predict(np.zeros((0, size, size, 3), np.uint8)) == []
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("shape", "dtype"),
     [
-        np.zeros((1, 224, 224, 3), np.float32),
-        np.zeros((224, 224, 3), np.uint8),
-        np.zeros((1, 200, 200, 3), np.uint8),
-        np.zeros((1, 224, 224, 4), np.uint8),
+        (lambda n: (1, n, n, 3), np.float32),
+        (lambda n: (n, n, 3), np.uint8),
+        (lambda n: (1, n - 24, n - 24, 3), np.uint8),
+        (lambda n: (1, n + 96, n + 96, 3), np.uint8),
+        (lambda n: (1, n, n, 4), np.uint8),
     ],
+    ids=["float32", "no-batch-axis", "smaller", "larger", "four-channels"],
 )
-def test_wrong_input_arrays_are_refused(classifier, bad):
-    with pytest.raises(ValueError, match="224"):
-        classifier.predict(bad)
+def test_wrong_input_arrays_are_refused(classifier, size, shape, dtype):
+    with pytest.raises(ValueError, match=f"expected uint8 \\[N, {size}, {size}, 3\\]"):
+        classifier.predict(np.zeros(shape(size), dtype))
 
 
 def test_a_real_penguin_photo_is_recognised(classifier, penguin_photo):
-    array = imaging.prepare(penguin_photo.read_bytes(), max_pixels=50_000_000)
+    array = imaging.prepare(
+        penguin_photo.read_bytes(), max_pixels=50_000_000, size=classifier.input_size
+    )
     prediction = classifier.predict(array[None])[0]
     assert prediction.is_penguin
     assert prediction.species in classifier.card.labels
@@ -151,17 +168,19 @@ def test_card_without_a_threshold_is_refused(model_dir, tmp_path):
         Classifier.load(model)
 
 
-def _real_penguin(photo: Path) -> np.ndarray:
-    return imaging.prepare(photo.read_bytes(), max_pixels=50_000_000)[None]
+def _real_penguin(photo: Path, size: int) -> np.ndarray:
+    return imaging.prepare(photo.read_bytes(), max_pixels=50_000_000, size=size)[None]
 
 
 def test_the_same_photo_is_uncertain_below_a_high_threshold_and_sure_above_a_low_one(
-    model_dir, tmp_path, penguin_photo
+    model_dir, tmp_path, penguin_photo, size
 ):
     answers = {}
     for name, value in (("high", 1.0), ("low", 0.01)):
         model = copy_model_with_thresholds(tmp_path / name, model_dir, confident=value)
-        answers[name] = Classifier.load(model, warmup_runs=0).predict(_real_penguin(penguin_photo))
+        answers[name] = Classifier.load(model, warmup_runs=0).predict(
+            _real_penguin(penguin_photo, size)
+        )
     high, low = answers["high"][0], answers["low"][0]
     assert high.is_penguin and 0.01 <= high.confidence < 1.0
     assert (high.uncertain, low.uncertain) == (True, False)
@@ -170,7 +189,7 @@ def test_the_same_photo_is_uncertain_below_a_high_threshold_and_sure_above_a_low
 
 
 def test_a_card_without_a_confident_threshold_marks_no_answer_uncertain(
-    model_dir, tmp_path, penguin_photo
+    model_dir, tmp_path, penguin_photo, size
 ):
     # With the gate wide open every image gets a species answer, the noise unsure ones.
     model = copy_model_with_thresholds(tmp_path / "m", model_dir, penguin_score=0.0)
@@ -178,7 +197,7 @@ def test_a_card_without_a_confident_threshold_marks_no_answer_uncertain(
     card["thresholds"].pop("confident", None)
     (model / CARD_FILE).write_text(json.dumps(card))
     classifier = Classifier.load(model, warmup_runs=0)
-    images = np.concatenate([_images(6, seed=3), _real_penguin(penguin_photo)])
+    images = np.concatenate([_images(6, size, seed=3), _real_penguin(penguin_photo, size)])
     predictions = classifier.predict(images)
     assert classifier.card.confident_threshold is None
     assert all(p.is_penguin for p in predictions)
@@ -226,14 +245,23 @@ def test_load_time_is_recorded(classifier):
 
 
 # --- graphs that break the contract -------------------------------------------------------
+#: The tiny graphs' input side: not the shipped model's, so nothing can pass by assuming it.
+GRAPH_SIZE = 72
+_CARD_SIZE = object()  # the card says what the graph takes
+
+
 def _graph_model(tmp_path: Path, *, input_name="image", dtype="uint8", layout="NHWC",
-                 outputs=("species_probs", "penguin_score"), labels=3) -> Path:  # fmt: skip
-    """A tiny ONNX model plus a matching card; the arguments choose what it gets wrong."""
+                 outputs=("species_probs", "penguin_score"), labels=3, size=GRAPH_SIZE,
+                 card_input=_CARD_SIZE) -> Path:  # fmt: skip
+    """A tiny ONNX model plus a matching card; the arguments choose what it gets wrong.
+
+    `card_input` replaces the card's `input` object (the key is dropped when it is None).
+    """
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     elem = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}[dtype]
-    shape = ["N", 224, 224, 3] if layout == "NHWC" else ["N", 3, 224, 224]
+    shape = ["N", size, size, 3] if layout == "NHWC" else ["N", 3, size, size]
     axes = [1, 2] if layout == "NHWC" else [2, 3]
     nodes = [
         helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
@@ -267,15 +295,46 @@ def _graph_model(tmp_path: Path, *, input_name="image", dtype="uint8", layout="N
         "name": "contract-test", "version": "0", "file": MODEL_FILE,
         "sha256": hashlib.sha256(data).hexdigest(),
         "labels": [f"species-{i}" for i in range(labels)],
-        "input": {"name": "image", "size": 224}, "thresholds": {"penguin_score": 0.5},
+        "input": {"name": "image", "size": size}, "thresholds": {"penguin_score": 0.5},
     }  # fmt: skip
+    if card_input is None:
+        del card["input"]
+    elif card_input is not _CARD_SIZE:
+        card["input"] = card_input
     (folder / CARD_FILE).write_text(json.dumps(card))
     return folder
 
 
 def test_a_graph_that_keeps_the_contract_loads(tmp_path):
     classifier = Classifier.load(_graph_model(tmp_path))
-    assert len(classifier.predict(_images(2))) == 2
+    assert classifier.input_size == GRAPH_SIZE
+    assert len(classifier.predict(_images(2, GRAPH_SIZE))) == 2
+
+
+@pytest.mark.parametrize("size", [32, 300])
+def test_the_input_size_comes_from_the_card_whatever_it_is(tmp_path, size):
+    classifier = Classifier.load(_graph_model(tmp_path, size=size))
+    assert classifier.input_size == size
+    assert len(classifier.predict(_images(1, size))) == 1
+    with pytest.raises(ValueError, match=f"\\[N, {size}, {size}, 3\\]"):
+        classifier.predict(_images(1, GRAPH_SIZE))
+
+
+def test_a_card_whose_input_size_the_graph_does_not_take_is_refused(tmp_path):
+    card_input = {"name": "image", "size": GRAPH_SIZE + 8}
+    with pytest.raises(ModelError, match=f"is not \\[N, {GRAPH_SIZE + 8}, {GRAPH_SIZE + 8}, 3\\]"):
+        Classifier.load(_graph_model(tmp_path, card_input=card_input))
+
+
+@pytest.mark.parametrize(
+    "card_input",
+    [None, {"name": "image"}, {"size": 0}, {"size": -5}, {"size": 72.0}, {"size": "72"},
+     {"size": True}, {"size": None}, [72]],
+    ids=["no-input", "no-size", "zero", "negative", "float", "string", "bool", "null", "list"],
+)  # fmt: skip
+def test_a_card_without_a_valid_input_size_is_refused(tmp_path, card_input):
+    with pytest.raises(ModelError, match=r"input\.size .* must be a positive whole number"):
+        Classifier.load(_graph_model(tmp_path, card_input=card_input))
 
 
 @pytest.mark.parametrize(
