@@ -12,7 +12,14 @@ import pytest
 from PIL import Image
 
 from tests.fake_gcloud import run_make
-from tests.server import DEFAULT_MODEL_DIR, REPO_ROOT, Server, model_available, running_server
+from tests.server import (
+    DEFAULT_MODEL_DIR,
+    REPO_ROOT,
+    Server,
+    model_available,
+    model_input_size,
+    running_server,
+)
 
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
@@ -23,6 +30,13 @@ def model_dir() -> Path:
     if not model_available(DEFAULT_MODEL_DIR):
         pytest.skip(f"no model in {DEFAULT_MODEL_DIR} (penguin-classifier.onnx + model-card.json)")
     return DEFAULT_MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def input_size(model_dir: Path) -> int:
+    """The side of the shipped model's input (its card's `input.size`): the size the service
+    prepares every upload to. Tests of the service path use this, never a number of their own."""
+    return model_input_size(model_dir)
 
 
 @pytest.fixture(scope="module")

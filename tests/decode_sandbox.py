@@ -6,7 +6,10 @@ each input to a long-lived child over a pipe and waits with a timeout; the child
 with one JSON line saying what `prepare` did. A crash or hang costs one child, which is
 replaced, and is reported as its own outcome.
 
-Run as a child: ``python -m tests.decode_sandbox MAX_PIXELS MEMORY_LIMIT_BYTES``.
+Inputs are prepared to the shipped model's input size (its card's ``input.size``), as the
+service prepares them, unless a size is given.
+
+Run as a child: ``python -m tests.decode_sandbox MAX_PIXELS MEMORY_LIMIT_BYTES SIZE``.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ class DecodeSandbox:
         max_pixels: int,
         timeout: float = DEFAULT_TIMEOUT_S,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        size: int | None = None,
     ) -> None:
+        from tests.server import model_input_size
+
         self.max_pixels = max_pixels
+        self.size = size if size is not None else model_input_size()
         self.timeout = timeout
         self.memory_limit = memory_limit
         self.inputs = 0
@@ -76,6 +83,7 @@ class DecodeSandbox:
                     "tests.decode_sandbox",
                     str(self.max_pixels),
                     str(self.memory_limit),
+                    str(self.size),
                 ],
                 cwd=REPO_ROOT,
                 stdin=subprocess.PIPE,
@@ -132,7 +140,7 @@ def _peak_rss() -> int:
     return 0
 
 
-def _child(max_pixels: int, memory_limit: int) -> None:
+def _child(max_pixels: int, memory_limit: int, size: int) -> None:
     """Read length-prefixed inputs from stdin, answer each with one JSON line."""
     import resource
 
@@ -143,17 +151,17 @@ def _child(max_pixels: int, memory_limit: int) -> None:
 
     stdin, stdout = sys.stdin.buffer, sys.stdout
     while header := stdin.read(4):
-        (size,) = struct.unpack(">I", header)
-        data = stdin.read(size)
+        (length,) = struct.unpack(">I", header)
+        data = stdin.read(length)
         try:
-            arr = prepare(data, max_pixels=max_pixels)
+            arr = prepare(data, max_pixels=max_pixels, size=size)
         except ImageError as exc:
             answer = {"kind": "image_error", "detail": f"{type(exc).__name__}: {exc}"}
         except BaseException as exc:  # reporting exactly this is the point
             detail = "".join(traceback.format_exception(exc))
             answer = {"kind": "escaped", "detail": detail}
         else:
-            if arr.shape == (224, 224, 3) and arr.dtype == np.uint8:
+            if arr.shape == (size, size, 3) and arr.dtype == np.uint8:
                 answer = {"kind": "ok"}
             else:
                 answer = {"kind": "escaped", "detail": f"bad array {arr.shape} {arr.dtype}"}
@@ -163,4 +171,4 @@ def _child(max_pixels: int, memory_limit: int) -> None:
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]))
+    _child(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from penguin_api.classifier import ModelCard
 from penguin_api.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,11 @@ def free_port() -> int:
 def model_available(model_dir: Path = DEFAULT_MODEL_DIR) -> bool:
     """True when `model_dir` holds both the ONNX file and its card."""
     return (model_dir / CARD_FILE).is_file() and (model_dir / _named_by_card(model_dir)).is_file()
+
+
+def model_input_size(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
+    """The side of the model's input, from its card: the size the service prepares uploads to."""
+    return ModelCard.from_file(model_dir / CARD_FILE).input_size
 
 
 def copy_model(dest: Path, model_dir: Path = DEFAULT_MODEL_DIR) -> Path:

@@ -179,10 +179,11 @@ def test_exif_orientation_is_applied(orientation, size, top_colour):
         assert close(out.getpixel((40, 100)), RED, 25)
 
 
-def test_large_jpeg_is_decoded_at_reduced_size_but_not_below_min_side():
+def test_large_jpeg_is_decoded_at_reduced_size_but_not_below_min_side(input_size):
     big = halves(size=(4000, 3000))
-    out = imaging.decode_image(encode(big, "JPEG", quality=85), max_pixels=MAX, min_side=224)
-    assert out.size[0] < 4000 and min(out.size) >= 224
+    data = encode(big, "JPEG", quality=85)
+    out = imaging.decode_image(data, max_pixels=MAX, min_side=input_size)
+    assert out.size[0] < 4000 and min(out.size) >= input_size
     assert out.size[0] / out.size[1] == pytest.approx(4 / 3, rel=0.02)
 
 
@@ -241,14 +242,16 @@ def test_model_input_is_a_centre_square_of_the_right_size():
     img = Image.new("RGB", (600, 300), RED)
     img.paste(GREEN, (150, 0, 450, 300))  # the middle square
     img.paste(BLUE, (450, 0, 600, 300))
+    side = imaging.MODEL_INPUT_SIZE  # the library's default
     arr = imaging.to_model_input(img)
-    assert arr.shape == (224, 224, 3) and arr.dtype == np.uint8
-    assert close(arr[112, 5], GREEN, 10) and close(arr[112, 218], GREEN, 10)
+    assert arr.shape == (side, side, 3) and arr.dtype == np.uint8
+    assert close(arr[side // 2, 5], GREEN, 10) and close(arr[side // 2, side - 6], GREEN, 10)
 
 
-def test_tiny_images_are_scaled_up_to_the_model_size():
-    arr = imaging.prepare(encode(Image.new("RGB", (3, 2), RED), "PNG"), max_pixels=MAX)
-    assert arr.shape == (224, 224, 3) and close(arr[100, 100], RED, 1)
+def test_tiny_images_are_scaled_up_to_the_model_size(input_size):
+    data = encode(Image.new("RGB", (3, 2), RED), "PNG")
+    arr = imaging.prepare(data, max_pixels=MAX, size=input_size)
+    assert arr.shape == (input_size, input_size, 3) and close(arr[100, 100], RED, 1)
 
 
 def test_prepare_is_decode_then_to_model_input():
@@ -262,11 +265,12 @@ def test_prepare_honours_another_size():
     assert arr.shape == (96, 96, 3)
 
 
-def test_twelve_megapixel_jpeg_gives_nearly_the_same_input_as_its_small_version():
+def test_twelve_megapixel_jpeg_gives_nearly_the_same_input_as_its_small_version(input_size):
     big = halves(size=(4032, 3024))
-    small = big.resize((299, 224))
-    a = imaging.prepare(encode(big, "JPEG", quality=90), max_pixels=MAX).astype(int)
-    b = imaging.prepare(encode(small, "JPEG", quality=90), max_pixels=MAX).astype(int)
+    small = big.resize((round(input_size * 4 / 3), input_size))  # 4:3 at the model's size
+    a = imaging.prepare(encode(big, "JPEG", quality=90), max_pixels=MAX, size=input_size)
+    b = imaging.prepare(encode(small, "JPEG", quality=90), max_pixels=MAX, size=input_size)
+    a, b = a.astype(int), b.astype(int)
     assert np.mean(np.abs(a - b)) < 4
 
 

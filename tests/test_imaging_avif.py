@@ -72,8 +72,9 @@ def test_twelve_bit_avif_with_alpha_becomes_rgb_over_white():
 
 
 def test_deep_avif_gives_a_model_input():
+    side = imaging.MODEL_INPUT_SIZE  # the library's default
     arr = imaging.prepare(AVIF_10BIT, max_pixels=MAX)
-    assert arr.shape == (224, 224, 3) and arr.dtype.name == "uint8"
+    assert arr.shape == (side, side, 3) and arr.dtype.name == "uint8"
 
 
 def _rebranded(data: bytes, brand: bytes) -> bytes:
@@ -137,10 +138,10 @@ def _avif_photos(shared_data: Path) -> list[Path]:
     return found
 
 
-def test_avif_photos_from_the_web_give_model_inputs(shared_data: Path):
+def test_avif_photos_from_the_web_give_model_inputs(shared_data: Path, input_size: int):
     for photo in _avif_photos(shared_data):
-        arr = imaging.prepare(photo.read_bytes(), max_pixels=MAX)
-        assert arr.shape == (224, 224, 3), photo.name
+        arr = imaging.prepare(photo.read_bytes(), max_pixels=MAX, size=input_size)
+        assert arr.shape == (input_size, input_size, 3), photo.name
         assert arr.std() > 10, photo.name  # a picture, not a blank
 
 
