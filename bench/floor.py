@@ -36,19 +36,21 @@ def single_thread_session(model_path: str) -> ort.InferenceSession:
 _session: ort.InferenceSession | None = None
 _photos: tuple[bytes, ...] = ()
 _input_name = "image"
+_input_size = 0
 
 
-def _init(model_path: str, photos: tuple[bytes, ...]) -> None:
-    global _session, _photos, _input_name
+def _init(model_path: str, photos: tuple[bytes, ...], input_size: int) -> None:
+    global _session, _photos, _input_name, _input_size
     _session = single_thread_session(model_path)
     _input_name = _session.get_inputs()[0].name
+    _input_size = input_size
     _photos = photos
     _classify(_photos[0])  # first run allocates; keep it out of the measurement
 
 
 def _classify(data: bytes) -> None:
     assert _session is not None
-    batch = prepare(data, max_pixels=MAX_PIXELS)[None]
+    batch = prepare(data, max_pixels=MAX_PIXELS, size=_input_size)[None]
     _session.run(None, {_input_name: batch})
 
 
@@ -109,13 +111,20 @@ class FloorResult:
 
 
 class Floor:
-    """A pool of `processes` single-threaded classifiers, started once, measured in windows."""
+    """A pool of `processes` single-threaded classifiers, started once, measured in windows.
 
-    def __init__(self, model_path: str, photos: tuple[bytes, ...], processes: int) -> None:
+    `input_size` is the side of the model's input, from its card, as the service reads it.
+    """
+
+    def __init__(
+        self, model_path: str, photos: tuple[bytes, ...], processes: int, input_size: int
+    ) -> None:
         self.processes = processes
         # spawn: each child builds its own ORT session in a clean process (no forked pools).
         ctx = mp.get_context("spawn")
-        self._pool = ctx.Pool(processes, initializer=_init, initargs=(model_path, photos))
+        self._pool = ctx.Pool(
+            processes, initializer=_init, initargs=(model_path, photos, input_size)
+        )
         self.result = FloorResult(latencies_ms=[], rss_bytes=[])
         # Touch every child so start-up is not billed to the first window.
         self._pool.map(

@@ -40,7 +40,8 @@ class Photo:
 
 @dataclass(frozen=True)
 class PhotoSet:
-    """The pools: `small` (ordinary photos), `large` (12 MP), `tiny` (one 224 px JPEG)."""
+    """The pools: `small` (ordinary photos), `large` (12 MP), `tiny` (one JPEG exactly the
+    model's input size)."""
 
     source: str
     small: tuple[Photo, ...]
@@ -68,8 +69,14 @@ class PhotoSet:
         }
 
 
-def load_photos(shared_data: Path, *, limit: int = 96, large_count: int = 3) -> PhotoSet:
-    """Real photos from `shared_data` if it exists, else generated JPEGs of the same sizes."""
+def load_photos(
+    shared_data: Path, *, input_size: int, limit: int = 96, large_count: int = 3
+) -> PhotoSet:
+    """Real photos from `shared_data` if it exists, else generated JPEGs of the same sizes.
+
+    `input_size` is the side of the model's input (its card's `input.size`): `tiny` is cut
+    to it.
+    """
     files = _shared_files(shared_data)
     if files:
         step = max(1, len(files) // limit)
@@ -82,7 +89,7 @@ def load_photos(shared_data: Path, *, limit: int = 96, large_count: int = 3) -> 
     # The largest photos upscale with the least blur; take them as the 12 MP bases.
     bases = sorted(small, key=lambda p: p.size[0] * p.size[1], reverse=True)[:large_count]
     large = tuple(_upscaled(p, i) for i, p in enumerate(bases))
-    return PhotoSet(source=source, small=small, large=large, tiny=_tiny(bases[0]))
+    return PhotoSet(source=source, small=small, large=large, tiny=_tiny(bases[0], input_size))
 
 
 def _shared_files(shared_data: Path) -> list[Path]:
@@ -145,13 +152,13 @@ def _upscaled(photo: Photo, seed: int) -> Photo:
     return Photo(name=f"12mp-from-{photo.name}", data=data, size=LARGE_SIZE)
 
 
-def _tiny(photo: Photo) -> Photo:
-    """A 224 x 224 JPEG cut from `photo`: the smallest upload the model takes whole."""
+def _tiny(photo: Photo, side: int) -> Photo:
+    """A `side` x `side` JPEG cut from `photo`: the smallest upload the model takes whole."""
     with Image.open(io.BytesIO(photo.data)) as src:
         img = src.convert("RGB")
-    side = min(img.size)
-    left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+    crop = min(img.size)
+    left, top = (img.size[0] - crop) // 2, (img.size[1] - crop) // 2
     small = img.resize(
-        (224, 224), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
+        (side, side), Image.Resampling.BICUBIC, box=(left, top, left + crop, top + crop)
     )
-    return Photo(name=f"224px-from-{photo.name}", data=_jpeg(small), size=(224, 224))
+    return Photo(name=f"{side}px-from-{photo.name}", data=_jpeg(small), size=(side, side))

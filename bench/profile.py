@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from penguin_api.classifier import CARD_FILE, ModelCard
 from penguin_api.config import available_cpus
 from tests.server import REPO_ROOT, running_server
 
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=available_cpus())
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    photos = load_photos(REPO_ROOT / ".." / "shared" / "data")
+    size = ModelCard.from_file(args.model_dir / CARD_FILE).input_size
+    photos = load_photos(REPO_ROOT / ".." / "shared" / "data", input_size=size)
     pool = photos.small if args.photos == "small" else photos.large
     uploads = [multipart(p.data) for p in pool]
     collapsed = args.out / f"worker-{args.photos}.txt"

@@ -163,9 +163,10 @@ def table(report: dict) -> str:
             f"model alone, {variant:5} one core: {_fmt(figs['cpu_p50_ms'])} ms CPU/image, "
             f"{_fmt(figs['p50_ms'])} ms wall (p50)"
         )
-    for photo, figs in report.get("decode", {}).items():
+    for figs in report.get("decode", {}).values():
+        width, height = figs["pixels"]
         lines.append(
-            f"decode {photo:6} (ms CPU): full {_fmt(figs['full_decode'])} ms, draft "
+            f"decode {width}x{height} (ms CPU): full {_fmt(figs['full_decode'])} ms, draft "
             f"{_fmt(figs['draft_decode'])} ms; to model input: FastAPI way "
             f"{_fmt(figs['alternative_to_input'])} ms, service {_fmt(figs['service_to_input'])} ms"
         )

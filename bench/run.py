@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from penguin_api.classifier import CARD_FILE, ModelCard
 from penguin_api.config import available_cpus
 from penguin_api.imaging import prepare
 from tests.server import REPO_ROOT, running_server
@@ -114,14 +115,14 @@ def measure_models(cfg: BenchSettings, inputs: np.ndarray, scratch: Path) -> dic
     }
 
 
-def measure_servers(cfg: BenchSettings, photos: PhotoSet) -> dict:
+def measure_servers(cfg: BenchSettings, photos: PhotoSet, input_size: int) -> dict:
     """Floor, service and alternative in interleaved rounds; then open loops and memory."""
     small = [multipart(p.data) for p in photos.small]
     large = [multipart(p.data) for p in photos.large]
     window = cfg.seconds / 3
     shipped = cfg.model_dir / "penguin-classifier.onnx"
     _log(f"starting the floor ({cfg.workers} processes), the service and the alternative")
-    floor = Floor(str(shipped), tuple(p.data for p in photos.small), cfg.workers)
+    floor = Floor(str(shipped), tuple(p.data for p in photos.small), cfg.workers, input_size)
     batch = BatchTool(photos.small, cfg.model_dir, cfg.workers)
     try:
         with running_server(workers=cfg.workers, model_dir=cfg.model_dir) as srv, \
@@ -281,17 +282,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = dt.datetime.now(dt.UTC)
     load_before = [round(x, 2) for x in os.getloadavg()]
+    # The model's input side, as the service reads it: every preprocessing here follows it.
+    size = ModelCard.from_file(cfg.model_dir / CARD_FILE).input_size
     _log(f"photos from {cfg.shared_data} (12 MP ones generated in memory)")
-    photos = load_photos(cfg.shared_data)
-    inputs = np.stack([prepare(p.data, max_pixels=MAX_PIXELS) for p in photos.small[:16]])
+    photos = load_photos(cfg.shared_data, input_size=size)
+    inputs = np.stack(
+        [prepare(p.data, max_pixels=MAX_PIXELS, size=size) for p in photos.small[:16]]
+    )
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="penguin-bench-") as scratch:
         result["model"] = measure_models(cfg, inputs, Path(scratch))
-    _log("decode: 224 px vs 12 MP, with and without draft")
+    _log(f"decode: {size} px (the model's input) vs 12 MP, with and without draft")
     result["decode"] = measure_decode(
-        {"224px": photos.tiny.data, "12MP": photos.large[0].data}, cfg.seconds / 16
+        {"input_size": photos.tiny, "12MP": photos.large[0]}, cfg.seconds / 16, size
     )
-    result.update(measure_servers(cfg, photos))
+    result.update(measure_servers(cfg, photos, size))
     card = find_variants(cfg.model_dir).card
     result["meta"] = {
         "started": started.isoformat(timespec="seconds"),
@@ -305,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git_commit(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
-        "model": {k: card.get(k) for k in ("name", "version", "quantization", "sha256")},
+        "model": {
+            **{k: card.get(k) for k in ("name", "version", "quantization", "sha256")},
+            "input_size": size,
+        },
         "photos": photos.describe(),
     }
     result["targets"] = rep.check_targets(result)

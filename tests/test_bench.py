@@ -34,8 +34,8 @@ FIGURES = [
     ("alternative", "closed_loop", "large", "throughput_rps"),
     ("ours_vs_alternative", "small"),
     ("ours_vs_alternative", "large"),
-    ("decode", "224px", "full_decode"),
-    ("decode", "224px", "draft_decode"),
+    ("decode", "input_size", "full_decode"),
+    ("decode", "input_size", "draft_decode"),
     ("decode", "12MP", "full_decode"),
     ("decode", "12MP", "draft_decode"),
     ("decode", "12MP", "service_to_input"),
@@ -78,6 +78,17 @@ def test_every_benchmark_request_was_answered(bench_run: tuple[dict, str]) -> No
     for figures in loads:
         assert figures["errors"] == 0
         assert figures["requests"] > 0
+
+
+def test_the_small_photo_is_the_model_input_size_from_the_card(
+    bench_run: tuple[dict, str], model_dir: Path
+) -> None:
+    report, table = bench_run
+    size = json.loads((model_dir / "model-card.json").read_text())["input"]["size"]
+    assert report["meta"]["model"]["input_size"] == size
+    assert report["decode"]["input_size"]["pixels"] == [size, size]
+    assert report["meta"]["photos"]["tiny"]["size"] == [size, size]
+    assert f"decode {size}x{size} (ms CPU)" in table
 
 
 def test_memory_is_reported_for_each_service_worker(bench_run: tuple[dict, str]) -> None:
