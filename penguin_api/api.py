@@ -1,7 +1,7 @@
 """The HTTP API: predictions, health, readiness, model card, metrics, problem docs.
 
 Request flow: checks here (field, size, type) -> imaging (bytes -> array) ->
-classifier (one ONNX run) -> JSON. Errors are raised as ApiError and answered by
+classifier (ONNX Runtime) -> JSON. Errors are raised as ApiError and answered by
 penguin_api.errors as problem+json.
 """
 
@@ -176,7 +176,7 @@ def _predict_one(classifier: Classifier) -> Response:
 
 @bp.post("/predict/batch")
 def predict_batch() -> Response:
-    """Classify several photos in one ONNX run; a bad file gets its own error entry."""
+    """Classify several photos in one request; a bad file gets its own error entry."""
     classifier = _classifier()
     with _service().inference:
         return _predict_many(classifier)

