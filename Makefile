@@ -80,11 +80,14 @@ DATA ?= ../shared/data
 train: install-dev ## rebuild model/ from the photos in $(DATA)
 	$(BIN)/penguin-api train --data $(DATA) --out model
 
-EVAL_DATA ?= $(DATA)/penguins/val
-EVAL_NEG  ?= $(DATA)/not_penguin/val
+# Without EVAL_DATA: the photos the card lists (its shipped-file figures come back).
+# EVAL_DATA=folder-per-species [EVAL_NEG=folder]: photos of one's own.
+EVAL_DATA ?=
+EVAL_NEG  ?=
 EVAL_OUT  ?= reports/evaluate
-evaluate: install-dev ## evaluate the shipped model on $(EVAL_DATA), report in $(EVAL_OUT)
-	$(BIN)/penguin-api evaluate --data $(EVAL_DATA) --negatives $(EVAL_NEG) --out $(EVAL_OUT)
+evaluate: install-dev ## score the shipped model on the photos its card lists, or on EVAL_DATA; report in $(EVAL_OUT)
+	$(BIN)/penguin-api evaluate --out $(EVAL_OUT) $(if $(EVAL_DATA),--data $(EVAL_DATA) \
+	  $(if $(EVAL_NEG),--negatives $(EVAL_NEG)),--photos model/evaluation-photos.csv --data $(DATA))
 
 learning-curve: install-dev ## cross-validated top-1 vs number of training photos -> reports/learning-curve.json
 	$(BIN)/penguin-api learning-curve --data $(DATA) --out reports/learning-curve.json
