@@ -105,7 +105,13 @@ def _classifier() -> Classifier:
 
 
 def _uploads() -> list[FileStorage]:
-    """The request's `file` parts, after the content-type and presence checks."""
+    """The request's `file` parts, after the framing, content-type and presence checks."""
+    if request.content_length is None and "Transfer-Encoding" not in request.headers:
+        # Neither: the request has no body (RFC 9112 6.3), whatever the client sends after.
+        raise errors.LengthRequired(
+            f"{request.method} {request.path} needs the photo as its body, sent with "
+            "Content-Length or 'Transfer-Encoding: chunked'; this request has neither."
+        )
     if request.mimetype != "multipart/form-data":
         raise errors.UnsupportedContentType(
             f"Send the image as multipart/form-data in a field named 'file' "

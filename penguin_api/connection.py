@@ -1,9 +1,10 @@
 """What the worker reads from and writes to client connections, outside Gunicorn's code.
 
 `ReceivedRequest` is the socket as Gunicorn's request parser sees it once the worker's
-event loop has received the request; `request_timeout_response` is the 408 the loop sends
-a client that took too long; `ClosingConnections` closes answered connections without
-resetting a client that is still sending. penguin_api.worker puts them together.
+event loop has received the request; `loop_problem_response` is an answer the loop gives
+itself (`request_timeout_response`: the 408 for a client that took too long, or a refused
+framing); `ClosingConnections` closes answered connections without resetting a client
+that is still sending. penguin_api.worker puts them together.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from penguin_api import errors, telemetry
@@ -68,14 +70,21 @@ class ReceivedRequest:
 
 def request_timeout_response(read_timeout: int, request_id: str, waited_s: float) -> bytes:
     """The whole 408 answer, as bytes: problem+json, like every other error."""
-    body = errors.problem_body(
-        errors.PROBLEMS["request-timeout"],
-        f"The request did not arrive in full within {read_timeout} s of connecting; send it again.",
+    detail = (
+        f"The request did not arrive in full within {read_timeout} s of connecting; send it again."
     )
+    return loop_problem_response("request-timeout", detail, request_id, waited_s)
+
+
+def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: float) -> bytes:
+    """A whole problem+json answer, as bytes, for a request the event loop answers itself."""
+    problem = errors.PROBLEMS[slug]
+    status = problem.status
+    body = errors.problem_body(problem, detail)
     body["request_id"] = request_id
     payload = json.dumps(body).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         f"Content-Type: {errors.PROBLEM_JSON}\r\n"
         f"Content-Length: {len(payload)}\r\n"
         "Connection: close\r\n"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, has_app_context, json, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from penguin_api import imaging
@@ -45,12 +46,19 @@ PROBLEMS: dict[str, ProblemType] = {
                     "More files than the endpoint takes in one request."),
         ProblemType("bad-request", 400, "Bad request",
                     "The request could not be read (for example a malformed multipart body)."),
+        ProblemType("bad-framing", 400, "Malformed request framing",
+                    "The body's framing cannot be read: a malformed chunked body (chunk size, "
+                    "extension, CRLF, trailer, or no last chunk), both Content-Length and "
+                    "Transfer-Encoding, or a Transfer-Encoding that does not end in chunked."),
         ProblemType("not-found", 404, "Not found", "No such endpoint."),
         ProblemType("method-not-allowed", 405, "Method not allowed",
                     "The endpoint exists but not with this HTTP method; see the Allow header."),
         ProblemType("request-timeout", 408, "Request timeout",
                     "The request did not arrive in full within READ_TIMEOUT seconds of "
                     "connecting; the connection is closed. Send it again."),
+        ProblemType("length-required", 411, "Length required",
+                    "An upload needs a framed body: send it with Content-Length, or with "
+                    "Transfer-Encoding: chunked over HTTP/1.1."),
         ProblemType("upload-too-large", 413, "Upload too large",
                     "The request body is over the upload limit (MAX_UPLOAD_MB)."),
         ProblemType("too-many-parts", 413, "Too many form parts",
@@ -62,6 +70,9 @@ PROBLEMS: dict[str, ProblemType] = {
                     "The file is not a decodable image in an accepted format."),
         ProblemType("unsupported-content-type", 415, "Unsupported content type",
                     "Uploads must be sent as multipart/form-data."),
+        ProblemType("unsupported-transfer-coding", 501, "Transfer coding not implemented",
+                    "The body uses a transfer coding (gzip, deflate, ...) this server does not "
+                    "decode; only chunked is implemented."),
         ProblemType("not-ready", 503, "Not ready",
                     "The model is still loading; retry after the Retry-After seconds."),
         ProblemType("internal-error", 500, "Internal server error",
@@ -94,6 +105,7 @@ MissingFile = _error("missing-file")
 EmptyFile = _error("empty-file")
 TooManyFiles = _error("too-many-files")
 BadRequest = _error("bad-request")
+LengthRequired = _error("length-required")
 UploadTooLarge = _error("upload-too-large")
 ImageTooLarge = _error("image-too-large")
 UnsupportedImage = _error("unsupported-image")
@@ -200,6 +212,15 @@ def init_app(app: Flask, max_upload_bytes: int) -> None:
             PROBLEMS["request-timeout"],
             "The request body did not arrive in full in time; send it again.",
             {"Connection": "close"},
+        )
+
+    @app.errorhandler(ParseException)
+    def _bad_body_framing(exc: ParseException) -> Response:
+        # Gunicorn's reader met framing the worker's loop let through (it refuses all it
+        # knows of first, penguin_api.chunked): still the client's fault, never a 500.
+        _log.warning("body framing refused by Gunicorn's reader: %s", exc)
+        return problem_response(
+            PROBLEMS["bad-framing"], f"The request body could not be read: {exc}."
         )
 
     @app.errorhandler(Exception)

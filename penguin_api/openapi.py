@@ -75,8 +75,10 @@ def _upload_body(many: bool) -> dict[str, Any]:
 
 _UPLOAD_ERRORS = {
     "408": _problem("request-timeout"),
+    "411": _problem("length-required"),
     "413": _problem("upload-too-large", "too-many-parts", "image-too-large"),
     "415": _problem("unsupported-image", "unsupported-content-type"),
+    "501": _problem("unsupported-transfer-coding"),
     "503": _problem("not-ready"),
     "500": _problem("internal-error"),
 }
@@ -94,7 +96,9 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _upload_body(many=False),
                 "responses": {
                     "200": _json("The species, or that there is no penguin.", _ref("Prediction")),
-                    "400": _problem("missing-file", "empty-file", "too-many-files", "bad-request"),
+                    "400": _problem(
+                        "missing-file", "empty-file", "too-many-files", "bad-request", "bad-framing"
+                    ),
                     **_UPLOAD_ERRORS,
                 },
             }
@@ -108,7 +112,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _upload_body(many=True),
                 "responses": {
                     "200": _json("One entry per file, in order.", _ref("BatchResult")),
-                    "400": _problem("missing-file", "too-many-files", "bad-request"),
+                    "400": _problem("missing-file", "too-many-files", "bad-request", "bad-framing"),
                     **_UPLOAD_ERRORS,
                 },
             }

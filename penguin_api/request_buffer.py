@@ -3,10 +3,11 @@
 The worker (penguin_api.worker) holds each connection in its event loop and feeds what
 it reads to a RequestBuffer; only once the buffer says the request is complete does a
 thread take it. This module only frames requests (where the head ends, how long the
-body is); Gunicorn parses and validates them afterwards. Whenever the framing is in any
-doubt (conflicting lengths, an unknown transfer coding, a head past Gunicorn's limits)
-the buffer says "hand over" at once, and Gunicorn answers the request as it would have.
-It knows nothing of sockets, Gunicorn or Flask.
+body is); Gunicorn parses and validates them afterwards. A transfer coding or chunked
+body that cannot be read (penguin_api.chunked judges them) is refused: the worker answers
+it with the buffer's `refusal`. Where the head is in other doubt (conflicting lengths, a
+head past Gunicorn's limits) the buffer says "hand over" at once, and Gunicorn answers the
+request as it would have. It knows nothing of sockets, Gunicorn or Flask.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import enum
 import re
 
+from penguin_api.chunked import DEFAULT_MAX_LINE, ChunkedBody, Refusal, transfer_coding_refusal
+
 #: A request head larger than this is past any of Gunicorn's default limits (request line
 #: 4,094 bytes, 100 fields of 8,190 bytes): Gunicorn refuses it from what is buffered.
 DEFAULT_MAX_HEAD = 4094 + 2 + 100 * (8190 + 2) + 2
-#: A chunked body may carry this much framing beyond the upload limit before it is
-#: handed over (the application then refuses it as too large).
+#: A chunked body may carry this much framing (its size lines) beyond the upload limit.
 _CHUNKED_SLACK = 1 << 20
 _CONTINUE_LINE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
 
@@ -30,14 +32,20 @@ class Verdict(enum.Enum):
     COMPLETE = "complete"  # the whole request is buffered
     TOO_LARGE = "too-large"  # the declared body is over the limit: hand over the head only
     HAND_OVER = "hand-over"  # framing the worker should not judge: hand over what is here
+    REFUSE = "refuse"  # framing that cannot be read: answer with `refusal`, not the app
 
 
 class RequestBuffer:
     """The bytes of one request, and whether they are all there yet."""
 
-    def __init__(self, max_body: int, max_head: int = DEFAULT_MAX_HEAD) -> None:
+    def __init__(
+        self, max_body: int, max_head: int = DEFAULT_MAX_HEAD, max_line: int = DEFAULT_MAX_LINE
+    ) -> None:
         self.max_body = max_body
         self.max_head = max_head
+        self.max_line = max_line  # a header field's limit bounds a chunk line or trailer field
+        #: Why the request is refused, once feed() or end_of_input() said REFUSE.
+        self.refusal: Refusal | None = None
         self.data = bytearray()
         #: Set when the client waits for "100 Continue" before sending its body; the
         #: worker sends it once and clears the flag (the Expect line is then removed,
@@ -45,8 +53,7 @@ class RequestBuffer:
         self.continue_due = False
         self._head_end: int | None = None  # index just past the blank line
         self._body_end: int | None = None  # index just past the body, when known
-        self._chunk_pos: int | None = None  # next chunk-size line, for a chunked body
-        self._chunked_trailer = False
+        self._chunked: ChunkedBody | None = None
         self._searched = 0
 
     @property
@@ -65,10 +72,20 @@ class RequestBuffer:
             verdict = self._read_head(end + 4)
             if verdict is not None:
                 return verdict
-        if self._chunk_pos is not None:
+        if self._chunked is not None:
             return self._scan_chunks()
         assert self._body_end is not None
         return Verdict.COMPLETE if len(self.data) >= self._body_end else Verdict.MORE
+
+    def end_of_input(self) -> Verdict:
+        """The client stopped sending: COMPLETE (the app judges a cut body), or REFUSE."""
+        if self._chunked is not None and not self._chunked.complete:
+            return self._refuse(self._chunked.ended_early())
+        return Verdict.COMPLETE
+
+    def _refuse(self, refusal: Refusal) -> Verdict:
+        self.refusal = refusal
+        return Verdict.REFUSE
 
     def _read_head(self, head_end: int) -> Verdict | None:
         """Find the body's framing from the head; a verdict if it settles the request."""
@@ -77,7 +94,7 @@ class RequestBuffer:
         lines = bytes(self.data[: head_end - 4]).split(b"\r\n")
         request_line = lines[0]
         lengths: set[bytes] = set()
-        codings: list[bytes] = []
+        codings: list[bytes] = []  # the Transfer-Encoding values, as sent
         expects_continue = False
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -87,16 +104,19 @@ class RequestBuffer:
             if name == b"content-length":
                 lengths.add(value)
             elif name == b"transfer-encoding":
-                codings.append(value.lower())
+                codings.append(value)
             elif name == b"expect" and value.lower() == b"100-continue":
                 expects_continue = True
         # HTTP/1.0 has no 100-continue (Gunicorn ignores it there, and so do we).
         expects_continue = expects_continue and request_line.endswith(b"HTTP/1.1")
         self._head_end = head_end
-        if codings:
-            if lengths or codings != [b"chunked"]:
-                return Verdict.HAND_OVER  # ambiguous or unknown framing: Gunicorn decides
-            self._chunk_pos = head_end
+        chunked = bool(codings)
+        if chunked:
+            refusal = transfer_coding_refusal(
+                codings, has_length=bool(lengths), http_1_0=request_line.endswith(b"HTTP/1.0")
+            )
+            if refusal is not None:
+                return self._refuse(refusal)
         elif lengths:
             length = lengths.pop()
             if lengths or not length.isdigit() or len(length) > 18:
@@ -107,11 +127,13 @@ class RequestBuffer:
             self._body_end = head_end + int(length)
         else:
             self._body_end = head_end  # a request without either has no body
-        body_expected = self._chunk_pos is not None or self._body_end != head_end
+        body_expected = chunked or self._body_end != head_end
         if expects_continue and body_expected:
             self._drop_expect()
             # Only a client that has sent nothing of its body yet is waiting for the 100.
             self.continue_due = len(self.data) == self._head_end
+        if chunked:
+            self._chunked = ChunkedBody(self._head_end, self.max_body, self.max_line)
         return None
 
     def _drop_expect(self) -> None:
@@ -125,45 +147,23 @@ class RequestBuffer:
             self._head_end -= shift
             if self._body_end is not None:
                 self._body_end -= shift
-            if self._chunk_pos is not None:
-                self._chunk_pos -= shift
 
     def _scan_chunks(self) -> Verdict:
-        """Walk the chunked body as far as it has arrived; COMPLETE after the last chunk."""
-        assert self._chunk_pos is not None and self._head_end is not None
-        data, pos = self.data, self._chunk_pos
-        while True:
-            if self._chunked_trailer:
-                # After the last chunk: an empty line, or trailer fields then an empty line.
-                if len(data) - pos < 2:
-                    break
-                if data[pos : pos + 2] == b"\r\n":
-                    return Verdict.COMPLETE
-                end = data.find(b"\r\n\r\n", pos)
-                if end >= 0:
-                    return Verdict.COMPLETE
-                break
-            line_end = data.find(b"\r\n", pos)
-            if line_end < 0:
-                if len(data) - pos > 1024:
-                    return Verdict.HAND_OVER  # no chunk-size line is that long
-                break
-            size_text = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16) if size_text else -1
-            except ValueError:
-                size = -1
-            if size < 0 or len(size_text) > 16:
-                return Verdict.HAND_OVER
-            if size == 0:
-                self._chunked_trailer = True
-                pos = line_end + 2
-                continue
-            chunk_end = line_end + 2 + size + 2
-            if len(data) < chunk_end:
-                break
-            pos = chunk_end
-        self._chunk_pos = pos
-        if len(data) - self._head_end > self.max_body + _CHUNKED_SLACK:
-            return Verdict.HAND_OVER  # the application will refuse it as too large
+        """Walk the chunked body as far as it has arrived; COMPLETE after its trailer."""
+        assert self._chunked is not None and self._head_end is not None
+        refusal = self._chunked.scan(self.data)
+        if refusal is not None:
+            return self._refuse(refusal)
+        if self._chunked.complete:
+            return Verdict.COMPLETE
+        if len(self.data) - self._head_end > self.max_body + _CHUNKED_SLACK:
+            # Tiny chunks: the framing alone takes the body past the limit.
+            return self._refuse(
+                Refusal(
+                    413,
+                    "upload-too-large",
+                    f"The chunked body, with its chunk framing, is over the "
+                    f"{self.max_body / 1048576:g} MB upload limit; send it in larger chunks.",
+                )
+            )
         return Verdict.MORE

@@ -6,7 +6,8 @@ threaded worker (`gthread`) with its front changed: each connection waits in the
 loop while its request arrives; the loop reads what comes, and only once the request is
 whole (penguin_api.request_buffer decides) does the worker answer it, right there in the
 loop, as a sync worker would. A client that has not sent its whole request READ_TIMEOUT
-seconds after connecting gets 408 and is closed. Framing the loop leaves to Gunicorn,
+seconds after connecting gets 408 and is closed; one whose framing cannot be read (a bad
+chunked body or transfer coding) is answered from the loop too. Framing the loop leaves to Gunicorn,
 which may still read from the client, goes to a thread instead (the app's lock keeps
 inference one at a time). A worker running a request takes no new connections, so
 requests go to idle workers first, as with sync workers.
@@ -39,6 +40,7 @@ from penguin_api.connection import (
     WRITE_TIMEOUT_S,
     ClosingConnections,
     ReceivedRequest,
+    loop_problem_response,
     request_timeout_response,
 )
 from penguin_api.request_buffer import RequestBuffer, Verdict
@@ -128,9 +130,8 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             + limits.limit_request_fields * (limits.limit_request_field_size + 2) + 2
         )  # fmt: skip
         now = time.monotonic()
-        incoming = _Incoming(
-            conn, RequestBuffer(self.max_body, max_head), now + self.read_timeout, now
-        )
+        buffer = RequestBuffer(self.max_body, max_head, limits.limit_request_field_size or 8190)
+        incoming = _Incoming(conn, buffer, now + self.read_timeout, now)
         self._incoming.append(incoming)
         self.poller.register(sock, selectors.EVENT_READ, partial(self._on_readable, incoming))
         self._hold_accept(now + FIRST_BYTES_WAIT_S)
@@ -156,7 +157,7 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             if not data:  # the client stopped sending
                 if incoming.buffer.head_received:
                     # It may still read: the app answers what came (a cut body gets 400).
-                    self._dispatch(incoming, Verdict.COMPLETE)
+                    self._answer(incoming, incoming.buffer.end_of_input())
                 else:
                     self._forget(incoming)
                     self.close_now(incoming.conn)
@@ -175,7 +176,7 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             with contextlib.suppress(OSError):  # a fresh socket's buffer takes 25 bytes
                 sock.send(_CONTINUE)
         if verdict is not Verdict.MORE:
-            self._dispatch(incoming, verdict)
+            self._answer(incoming, verdict)
         elif incoming.buffer.head_received:
             self._hold_accept(incoming.accepted_at + ACCEPT_HOLD_S)
 
@@ -216,6 +217,34 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
         self.poller.register(
             incoming.conn.sock, selectors.EVENT_READ, partial(self._on_readable, incoming)
         )
+
+    def _answer(self, incoming: _Incoming, verdict: Verdict) -> None:
+        if verdict is Verdict.REFUSE:
+            self._refuse(incoming)
+        else:
+            self._dispatch(incoming, verdict)
+
+    def _refuse(self, incoming: _Incoming) -> None:
+        """Framing that cannot be read: answer it here (the app never sees it), then close."""
+        refusal = incoming.buffer.refusal
+        assert refusal is not None
+        self._forget(incoming)
+        conn = incoming.conn
+        now = time.monotonic()
+        request_id = secrets.token_hex(16)
+        self.log.info(
+            "request refused before the application: %d %s after %d bytes: %s",
+            refusal.status, refusal.problem, incoming.size, refusal.detail,
+            extra={"request_id": request_id, "bytes_received": incoming.size},
+        )  # fmt: skip
+        waited = now - incoming.accepted_at
+        answer = loop_problem_response(refusal.problem, refusal.detail, request_id, waited)
+        with contextlib.suppress(OSError):  # a fresh socket's buffer takes the few hundred bytes
+            conn.sock.send(answer)
+        # A client may still be sending the body: read and drop it a while, so it reads the
+        # answer instead of a reset (the rest of a refused upload, up to its deadline).
+        linger = incoming.deadline if refusal.status == 413 else 0.0
+        self.close_gracefully(conn, max(now + LINGER_S, linger))
 
     def _dispatch(self, incoming: _Incoming, verdict: Verdict) -> None:
         """Answer a request from what the loop received of it."""

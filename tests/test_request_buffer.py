@@ -1,5 +1,6 @@
-"""Framing requests as their bytes arrive: when is a request whole, and when is it not ours
-to judge (penguin_api.request_buffer, used by the worker's event loop)."""
+"""Framing requests as their bytes arrive: when is a request whole, when must it be refused,
+and when is it not ours to judge (penguin_api.request_buffer, used by the worker's event loop).
+The chunked rules themselves are tested against Gunicorn's reader in tests/test_chunked.py."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_a_declared_body_over_the_limit_is_handed_over_at_once_without_its_expec
     assert b"expect" not in bytes(buffer.data).lower()
 
 
-def test_a_chunked_body_past_the_limit_is_handed_over() -> None:
+def test_a_chunked_body_past_the_limit_is_refused_as_too_large() -> None:
     buffer = RequestBuffer(max_body=1000)
     buffer.feed(_head("Transfer-Encoding: chunked"))
     verdict = Verdict.MORE
@@ -69,7 +70,9 @@ def test_a_chunked_body_past_the_limit_is_handed_over() -> None:
         verdict = buffer.feed(b"400\r\n" + b"x" * 1024 + b"\r\n")
         if verdict is not Verdict.MORE:
             break
-    assert verdict is Verdict.HAND_OVER
+    assert verdict is Verdict.REFUSE
+    assert buffer.refusal is not None
+    assert (buffer.refusal.status, buffer.refusal.problem) == (413, "upload-too-large")
 
 
 def test_expect_100_continue_is_answered_once_when_the_body_has_not_started() -> None:
@@ -97,8 +100,6 @@ def test_expect_on_http_1_0_or_without_a_body_asks_for_nothing() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        ("Content-Length: 4", "Transfer-Encoding: chunked"),  # both: a smuggling shape
-        ("Transfer-Encoding: gzip, chunked",),  # a coding Gunicorn refuses
         ("Content-Length: 4", "Content-Length: 5"),  # two different lengths
         ("Content-Length: -4",),
         ("Content-Length: 4x",),
@@ -109,10 +110,34 @@ def test_framing_in_doubt_is_handed_to_gunicorn_at_once(fields: tuple[str, ...])
     assert RequestBuffer(max_body=1 << 20).feed(_head(*fields)) is Verdict.HAND_OVER
 
 
-def test_a_bad_chunk_size_is_handed_to_gunicorn() -> None:
+@pytest.mark.parametrize(
+    ("fields", "status", "problem"),
+    [
+        (("Content-Length: 4", "Transfer-Encoding: chunked"), 400, "bad-framing"),  # smuggling
+        (("Transfer-Encoding: gzip, chunked",), 501, "unsupported-transfer-coding"),
+        (("Transfer-Encoding: identity",), 400, "bad-framing"),
+    ],
+)
+def test_a_transfer_coding_that_cannot_be_read_is_refused_from_the_head(
+    fields: tuple[str, ...], status: int, problem: str
+) -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    assert buffer.feed(_head(*fields)) is Verdict.REFUSE
+    assert buffer.refusal is not None
+    assert (buffer.refusal.status, buffer.refusal.problem) == (status, problem)
+
+
+def test_a_bad_chunk_size_is_refused_before_its_line_ends() -> None:
     buffer = RequestBuffer(max_body=1 << 20)
     buffer.feed(_head("Transfer-Encoding: chunked"))
-    assert buffer.feed(b"zz\r\n") is Verdict.HAND_OVER
+    assert buffer.feed(b"z") is Verdict.REFUSE
+    assert buffer.refusal is not None and buffer.refusal.status == 400
+
+
+def test_a_cut_content_length_body_is_still_left_to_the_app() -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    assert buffer.feed(_head("Content-Length: 10") + b"JPEG") is Verdict.MORE
+    assert buffer.end_of_input() is Verdict.COMPLETE
 
 
 def test_a_head_past_gunicorns_limits_is_handed_over_before_it_ends() -> None:
