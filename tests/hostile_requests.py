@@ -1,7 +1,8 @@
 """Every bad request the hostile-input tests send, with the status and problem type it must get.
 
 One list, so the tests and the "Bad input" table of docs/reliability.md cannot drift apart:
-``python -m tests.hostile_requests`` prints the table.
+``python -m tests.hostile_requests`` prints the table, whose last rows are the broken
+framings of tests/framing_requests.py (sent raw by tests/test_request_framing.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import requests
 from PIL import Image
 
 from penguin_api.config import Settings
+from tests import framing_requests as framing
 from tests import image_samples as samples
 
 TIMEOUT = 60
@@ -179,13 +181,14 @@ def cases() -> list[Case]:
 
 
 def markdown_table() -> str:
-    """The "Bad input" table of docs/reliability.md."""
+    """The "Bad input" table of docs/reliability.md (with the broken framings, sent raw)."""
     rows = ["| Input | Status | Problem `type` |", "|---|---|---|"]
     rows += [
         f"| {c.what} | {c.status} | "
         + (f"`/problems/{c.problem}` |" if c.problem else "Gunicorn's own HTML page |")
         for c in cases()
     ]
+    rows += [f"| {c.what} | {c.status} | `/problems/{c.problem}` |" for c in framing.bad_cases()]
     return "\n".join(rows)
 
 

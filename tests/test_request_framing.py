@@ -1,0 +1,105 @@
+"""Broken body framing over a raw socket: every chunked body, transfer coding or missing
+length the server cannot read gets its status and a problem+json saying what was wrong,
+and changes nothing — no traceback, no worker restarted, the next photo answered as before.
+Well-framed chunked uploads (many small chunks, extensions, trailers) are answered as the
+plain upload is.
+
+The requests are listed in tests/framing_requests.py (rows of docs/reliability.md's table).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.framing_requests import FramingCase, bad_cases, chunked, good_cases, multipart, send
+from tests.server import Server
+
+BAD = bad_cases()
+GOOD = good_cases()
+
+
+def _predict(server: Server, photo: bytes) -> dict:
+    response = requests.post(
+        server.url("/predict"), files={"file": ("penguin.jpg", photo, "image/jpeg")}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _workers_booted(server: Server) -> int:
+    return len(re.findall(r"Booting worker with pid", server.logs()))
+
+
+@pytest.fixture(scope="module")
+def photo(penguin_photo: Path) -> bytes:
+    return penguin_photo.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def baseline(server: Server, photo: bytes) -> dict:
+    """The answer to the photo sent the ordinary way, and who is serving."""
+    return {
+        "answer": _predict(server, photo),
+        "workers": sorted(server.worker_pids()),
+        "booted": _workers_booted(server),
+    }
+
+
+def _unchanged(server: Server, photo: bytes, baseline: dict) -> None:
+    # Both workers (four tries reach both) still answer as before, and are the same processes.
+    for _ in range(4):
+        assert _predict(server, photo) == baseline["answer"]
+    assert sorted(server.worker_pids()) == baseline["workers"], "a worker was replaced"
+    assert _workers_booted(server) == baseline["booted"], "a worker was restarted"
+    assert "Traceback" not in server.logs()
+
+
+@pytest.mark.parametrize("case", GOOD, ids=[c.id for c in GOOD])
+def test_well_framed_chunked_upload_is_answered_like_the_plain_one(
+    server: Server, photo: bytes, baseline: dict, case: FramingCase
+) -> None:
+    answer = send(server.port, case.build(multipart(photo)), case.closes)
+
+    assert answer.status == 200, answer.body
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.problem() == baseline["answer"]
+    _unchanged(server, photo, baseline)
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c.id for c in BAD])
+def test_broken_framing_gets_its_problem_and_changes_nothing(
+    server: Server, photo: bytes, baseline: dict, case: FramingCase
+) -> None:
+    answer = send(server.port, case.build(multipart(photo)), case.closes)
+
+    assert answer.status == case.status, answer.body
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.headers.get("x-request-id")
+    problem = answer.problem()
+    assert problem["type"] == f"/problems/{case.problem}"
+    assert problem["status"] == case.status
+    assert problem["title"]
+    assert case.detail in problem["detail"], problem["detail"]
+    assert "Traceback" not in problem["detail"]
+    _unchanged(server, photo, baseline)
+
+
+def test_a_photo_trickled_in_small_chunks_and_small_writes_is_answered(
+    server: Server, photo: bytes, baseline: dict
+) -> None:
+    """Chunk lines split across reads: the loop must wait for them, not refuse them."""
+    request = chunked(multipart(photo), 97, extension=";n=1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(request), 1013):
+            sock.sendall(request[i : i + 1013])
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    assert received.startswith(b"HTTP/1.1 200 "), received[:300]
+    _unchanged(server, photo, baseline)
