@@ -20,8 +20,11 @@ from penguin_api.chunked import DEFAULT_MAX_LINE, ChunkedBody, Refusal, transfer
 #: A request head larger than this is past any of Gunicorn's default limits (request line
 #: 4,094 bytes, 100 fields of 8,190 bytes): Gunicorn refuses it from what is buffered.
 DEFAULT_MAX_HEAD = 4094 + 2 + 100 * (8190 + 2) + 2
-#: A chunked body may carry this much framing (its size lines) beyond the upload limit.
-_CHUNKED_SLACK = 1 << 20
+#: A chunked body may carry this much framing (size lines and CRLFs) besides its data: at
+#: most ~100,000 chunks, about half a second of the loop's time. A client sending 8 KiB
+#: chunks of a 32 MB upload uses 32 KiB of it; one-byte chunks would hold a worker for
+#: seconds, the data itself ending far below the upload limit.
+_FRAMING_BUDGET = 512 << 10
 _CONTINUE_LINE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
 
 
@@ -156,14 +159,13 @@ class RequestBuffer:
             return self._refuse(refusal)
         if self._chunked.complete:
             return Verdict.COMPLETE
-        if len(self.data) - self._head_end > self.max_body + _CHUNKED_SLACK:
-            # Tiny chunks: the framing alone takes the body past the limit.
+        if len(self.data) - self._head_end - self._chunked.received > _FRAMING_BUDGET:
             return self._refuse(
                 Refusal(
                     413,
                     "upload-too-large",
-                    f"The chunked body, with its chunk framing, is over the "
-                    f"{self.max_body / 1048576:g} MB upload limit; send it in larger chunks.",
+                    f"The chunked body spends over {_FRAMING_BUDGET >> 10} KiB on chunk "
+                    "framing (chunks of a few bytes); send it in larger chunks.",
                 )
             )
         return Verdict.MORE

@@ -76,16 +76,26 @@ def test_a_body_cut_before_its_last_chunk_is_refused_when_the_client_closes() ->
     assert "5 bytes of chunk data" in buffer.refusal.detail
 
 
-def test_tiny_chunks_whose_framing_passes_the_limit_are_refused_as_too_large() -> None:
-    buffer = RequestBuffer(max_body=100)
+def test_a_body_of_one_byte_chunks_is_refused_long_before_its_data_nears_the_limit() -> None:
+    buffer = RequestBuffer(max_body=32 << 20)
     buffer.feed(HEAD)
-    verdict = Verdict.MORE
-    for _ in range(300_000):  # 6 bytes each, 1 of them data: 100 bytes of data is 600 on the wire
-        verdict = buffer.feed(b"1\r\nx\r\n")
-        if verdict is not Verdict.MORE:
-            break
+    verdict, chunks = Verdict.MORE, 0
+    while verdict is Verdict.MORE and chunks < 1_000_000:
+        verdict = buffer.feed(b"1\r\nx\r\n" * 1000)  # 6 bytes each, 1 of them data
+        chunks += 1000
     assert verdict is Verdict.REFUSE
     assert buffer.refusal is not None and buffer.refusal.status == 413
+    assert "larger chunks" in buffer.refusal.detail
+    assert chunks < 200_000  # refused after well under 200 kB of data
+
+
+def test_a_large_upload_in_one_kilobyte_chunks_is_taken() -> None:
+    buffer = RequestBuffer(max_body=32 << 20)
+    buffer.feed(HEAD)
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    for _ in range(30):  # 30 MB in 30,720 chunks
+        assert buffer.feed(chunk * 1024) is Verdict.MORE
+    assert buffer.feed(b"0\r\n\r\n") is Verdict.COMPLETE
 
 
 @pytest.mark.parametrize(
