@@ -86,6 +86,38 @@ def start_cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess
     )  # fmt: skip
 
 
+class HeldPhoto:
+    """A photo path whose reader blocks until released: a run cannot get past it.
+
+    It is a named pipe, so a stop, kill or crash meant for the middle of a run lands
+    there however fast the run goes and however late the test gets to it on a busy
+    machine. Released, every reader (now or later) reads it as an empty file.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "held.jpg"
+        os.mkfifo(self.path)
+
+    def release(self) -> None:
+        if not self.path.exists() or self.path.is_file():
+            return
+        holder = os.open(self.path, os.O_RDWR)  # a writer: readers blocked in open() go on
+        spare = self.path.with_name("released.jpg")
+        spare.write_bytes(b"")
+        spare.replace(self.path)  # later readers open an empty file
+        os.close(holder)  # the current readers see the end of the (empty) pipe
+
+
+@contextlib.contextmanager
+def held_photo(folder: Path):
+    """A HeldPhoto in `folder`, released on the way out whatever happened."""
+    held = HeldPhoto(folder)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll until `condition()` holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from tests.batch_support import (
     card,
     children,
     cli,
+    held_photo,
     kill_group,
     line_count,
     make_collection,
@@ -31,7 +32,8 @@ from tests.batch_support import (
     wait_for,
 )
 
-#: Rows the interrupted runs must have written before they are stopped ("midway").
+#: Rows the interrupted runs must have written before they are stopped ("midway"). They
+#: are held on a named pipe after the collection's penguins, so they cannot finish first.
 MIDWAY = 40
 
 
@@ -145,15 +147,22 @@ def test_a_missing_photo_gets_an_unreadable_row(model_dir, tmp_path):
 # --- stopping and resuming ----------------------------------------------------------------
 
 
+def held_after_the_penguins(collection, held) -> list[str]:
+    """The collection's paths with a held photo between its penguins and the rest."""
+    return [collection.paths[0], str(held.path), *collection.paths[1:]]
+
+
 def test_resume_after_sigkill_gives_the_same_file(reference_csv, collection, model_dir, tmp_path):
     out = tmp_path / "results.csv"
     args = ("predict", *collection.paths, "--out", str(out), "--model-dir", str(model_dir))
-    proc = start_cli(*args, "--workers", "1")
-    wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
-    workers = children(proc.pid)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as the OOM killer does
-    proc.communicate(timeout=30)
+    with held_photo(tmp_path) as held:
+        paths = held_after_the_penguins(collection, held)
+        proc = start_cli("predict", *paths, *args[-4:], "--workers", "1")
+        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+        workers = children(proc.pid)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as the OOM killer does
+        proc.communicate(timeout=30)
     wait_for(lambda: not any(alive(p) for p in workers), 30, "orphaned workers to exit")
     assert MIDWAY < line_count(out) < len(collection.keys) + 1
     again = cli(*args)
@@ -205,15 +214,17 @@ def test_a_stop_signal_ends_promptly_with_a_valid_file(
 ):
     out = tmp_path / "results.jsonl"
     args = ("predict", *collection.paths, "--out", str(out), "--model-dir", str(model_dir))
-    proc = start_cli(*args, "--workers", "1")
-    wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
-    workers = children(proc.pid)
-    assert proc.poll() is None, "the run ended before it could be stopped"
-    if whole_group:  # Ctrl-C in a terminal reaches the whole foreground process group
-        kill_group(proc, sig)
-    else:
-        proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=30)
+    with held_photo(tmp_path) as held:
+        paths = held_after_the_penguins(collection, held)
+        proc = start_cli("predict", *paths, *args[-4:], "--workers", "1")
+        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+        workers = children(proc.pid)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        if whole_group:  # Ctrl-C in a terminal reaches the whole foreground process group
+            kill_group(proc, sig)
+        else:
+            proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "stopped:" in stderr and "Run the same command again to finish." in stderr
@@ -229,14 +240,20 @@ def test_a_stop_signal_ends_promptly_with_a_valid_file(
 def test_a_worker_killed_midway_does_not_stop_the_run(reference_jsonl, collection, model_dir,
                                                       tmp_path):  # fmt: skip
     out = tmp_path / "results.jsonl"
-    proc = start_cli("predict", *collection.paths, "--out", str(out), "--model-dir",
-                     str(model_dir), "--workers", "2")  # fmt: skip
-    wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
-    assert proc.poll() is None, "the run ended before a worker could be killed"
-    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    with held_photo(tmp_path) as held:
+        paths = held_after_the_penguins(collection, held)
+        proc = start_cli("predict", *paths, "--out", str(out), "--model-dir", str(model_dir),
+                         "--workers", "2")  # fmt: skip
+        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+        assert proc.poll() is None, "the run ended before a worker could be killed"
+        os.kill(children(proc.pid)[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
-    assert out.read_bytes() == reference_jsonl[0].read_bytes()
+    rows = out.read_text().splitlines(keepends=True)
+    (held_row,) = [r for r in rows if json.loads(r)["file"] == str(held.path)]
+    assert json.loads(held_row)["error"]["type"]  # it was read as the empty file it became
+    rows.remove(held_row)
+    assert "".join(rows).encode() == reference_jsonl[0].read_bytes()
 
 
 def test_answers_of_another_model_are_not_mixed_into_a_file(reference_csv, collection,
