@@ -106,6 +106,12 @@ browser-deps: ## install Debian's chromium for the browser tests when it is miss
 	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
 	  --no-install-recommends chromium chromium-driver
 
+# The README's picture of the page: a real photo through the shipped model (scripts/page_screenshot.py).
+PAGE_PHOTO ?= $(DATA)/penguins/val/Gentoo/AustinWhittaker__Streamlit-AI-and-ML__Gentoo.jpg
+.PHONY: page-screenshot
+page-screenshot: install-dev browser-deps ## docs/img/upload-page.png from a real run with PAGE_PHOTO
+	$(PY) scripts/page_screenshot.py --photo $(PAGE_PHOTO) --out docs/img/upload-page.png
+
 # --- monitoring: SLOs and alerts as code (monitoring/, docs/monitoring.md) ------------
 # Prometheus and promtool from Debian's `prometheus` package, installed with apt when
 # missing (root); without them the rule and end-to-end tests skip and say so.
