@@ -30,10 +30,11 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # --- the memory plan behind the default DECODE_MEMORY_MB -------------------------------
 #: The Gunicorn master (with the pages its workers share), and what each worker adds (its
 #: ONNX Runtime session, heap, thread stacks), in MiB. Measured in the container with 2
-#: workers after 160 mixed uploads: 54 MB for the master, 183 MB for all three; these
-#: leave a margin of about 55 % over that.
+#: workers and the two-backbone 320 px model after 160 photos: master 53 MB RSS / 32 MB
+#: PSS, each worker 161-164 MB PSS, 331 MB for all three by the cgroup's count; these
+#: leave a margin of about 45 % over that (the Lite0 model needed 183 MB; 96 per worker).
 MASTER_MB = 96
-WORKER_MB = 96
+WORKER_MB = 192
 #: Request bodies a worker may hold at once, in units of MAX_UPLOAD_MB: bodies being
 #: received (penguin_api.worker's buffer budget, plus the one upload always let through),
 #: and the copies multipart parsing makes of the one request being answered.

@@ -155,10 +155,10 @@ def test_no_cgroup_files_means_the_affinity_mask(tmp_path):
 
 
 def test_each_decode_gets_its_workers_share_of_the_memory_less_fixed_costs():
-    # 1 GiB, 2 workers, 20 MB uploads: (1024 - 96) / 2 - 96 - 4 * 20.
-    assert decode_memory_mb(1024, 2, 20) == 288
+    # 1 GiB, 2 workers, 20 MB uploads: (1024 - 96) / 2 - 192 - 4 * 20.
+    assert decode_memory_mb(1024, 2, 20) == 192
     # One worker on the same instance has all of it.
-    assert decode_memory_mb(1024, 1, 20) == 1024 - 96 - 96 - 80
+    assert decode_memory_mb(1024, 1, 20) == 1024 - 96 - 192 - 80
     # Smaller uploads leave more for decoding.
     assert decode_memory_mb(1024, 2, 5) > decode_memory_mb(1024, 2, 20)
 
