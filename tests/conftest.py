@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,18 @@ from tests.server import (
 )
 
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes the tests start, however the suite itself was started.
+
+    A non-interactive shell starts a background job (`make test &`, `nohup ... &`) with
+    SIGINT ignored, and an ignored signal stays ignored across exec: every CLI, server and
+    `make` a test started would then shrug off the Ctrl-C the test sends it. A handled
+    signal is reset to its default in a new program, as in a terminal's foreground job.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
