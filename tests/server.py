@@ -119,6 +119,10 @@ class Server:
                     records.append(obj)
         return records
 
+    def workers_booted(self) -> int:
+        """How many times a worker has booted so far (a restarted worker counts again)."""
+        return self.logs().count("Booting worker with pid")
+
     def worker_pids(self) -> list[int]:
         """PIDs of the master's live child processes (the Gunicorn workers)."""
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
@@ -249,6 +253,32 @@ def server_env(
     )
     full.update(env or {})
     return full
+
+
+def predict_photo(server: Server, photo: bytes) -> dict:
+    """The service's answer to one JPEG sent the ordinary way; it must be a 200."""
+    response = requests.post(
+        server.url("/predict"), files={"file": ("penguin.jpg", photo, "image/jpeg")}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def serving_state(server: Server, photo: bytes) -> dict:
+    """What a request must not change: the answer to `photo`, the workers, their boots."""
+    return {
+        "answer": predict_photo(server, photo),
+        "workers": sorted(server.worker_pids()),
+        "booted": server.workers_booted(),
+    }
+
+
+def assert_serving_unchanged(server: Server, photo: bytes, before: dict) -> None:
+    """Both workers (four tries reach both) answer as before, and are the same processes."""
+    for _ in range(4):
+        assert predict_photo(server, photo) == before["answer"]
+    assert sorted(server.worker_pids()) == before["workers"], "a worker was replaced"
+    assert server.workers_booted() == before["booted"], "a worker was restarted"
 
 
 @contextlib.contextmanager

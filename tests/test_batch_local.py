@@ -13,6 +13,7 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -147,20 +148,23 @@ def test_a_missing_photo_gets_an_unreadable_row(model_dir, tmp_path):
 # --- stopping and resuming ----------------------------------------------------------------
 
 
-def held_after_the_penguins(collection, held) -> list[str]:
-    """The collection's paths with a held photo between its penguins and the rest."""
-    return [collection.paths[0], str(held.path), *collection.paths[1:]]
+def start_held_midway(collection, held, out, model_dir, workers: int) -> subprocess.Popen:
+    """`predict` on the collection with `held` between its penguins and the rest, returned
+    once it has written more than MIDWAY rows: it is still running, stuck at `held`."""
+    paths = [collection.paths[0], str(held.path), *collection.paths[1:]]
+    proc = start_cli("predict", *paths, "--out", str(out), "--model-dir", str(model_dir),
+                     "--workers", str(workers))  # fmt: skip
+    wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+    assert proc.poll() is None, "the run ended before it reached the held photo"
+    return proc
 
 
 def test_resume_after_sigkill_gives_the_same_file(reference_csv, collection, model_dir, tmp_path):
     out = tmp_path / "results.csv"
     args = ("predict", *collection.paths, "--out", str(out), "--model-dir", str(model_dir))
     with held_photo(tmp_path) as held:
-        paths = held_after_the_penguins(collection, held)
-        proc = start_cli("predict", *paths, *args[-4:], "--workers", "1")
-        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+        proc = start_held_midway(collection, held, out, model_dir, workers=1)
         workers = children(proc.pid)
-        assert proc.poll() is None, "the run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as the OOM killer does
         proc.communicate(timeout=30)
     wait_for(lambda: not any(alive(p) for p in workers), 30, "orphaned workers to exit")
@@ -215,11 +219,8 @@ def test_a_stop_signal_ends_promptly_with_a_valid_file(
     out = tmp_path / "results.jsonl"
     args = ("predict", *collection.paths, "--out", str(out), "--model-dir", str(model_dir))
     with held_photo(tmp_path) as held:
-        paths = held_after_the_penguins(collection, held)
-        proc = start_cli("predict", *paths, *args[-4:], "--workers", "1")
-        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
+        proc = start_held_midway(collection, held, out, model_dir, workers=1)
         workers = children(proc.pid)
-        assert proc.poll() is None, "the run ended before it could be stopped"
         if whole_group:  # Ctrl-C in a terminal reaches the whole foreground process group
             kill_group(proc, sig)
         else:
@@ -241,11 +242,7 @@ def test_a_worker_killed_midway_does_not_stop_the_run(reference_jsonl, collectio
                                                       tmp_path):  # fmt: skip
     out = tmp_path / "results.jsonl"
     with held_photo(tmp_path) as held:
-        paths = held_after_the_penguins(collection, held)
-        proc = start_cli("predict", *paths, "--out", str(out), "--model-dir", str(model_dir),
-                         "--workers", "2")  # fmt: skip
-        wait_for(lambda: line_count(out) > MIDWAY or proc.poll() is not None, 120, "rows")
-        assert proc.poll() is None, "the run ended before a worker could be killed"
+        proc = start_held_midway(collection, held, out, model_dir, workers=2)
         os.kill(children(proc.pid)[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr

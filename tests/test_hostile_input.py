@@ -7,32 +7,15 @@ docs/reliability.md).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.hostile_requests import Case, cases
-from tests.server import Server
+from tests.server import Server, assert_serving_unchanged, serving_state
 
 CASES = cases()
-
-
-def _predict(server: Server, photo: bytes) -> requests.Response:
-    return requests.post(
-        server.url("/predict"), files={"file": ("penguin.jpg", photo, "image/jpeg")}, timeout=60
-    )
-
-
-def _answer(response: requests.Response) -> dict:
-    """The parts of a prediction that must not depend on what other clients sent."""
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _workers_booted(server: Server) -> int:
-    return len(re.findall(r"Booting worker with pid", server.logs()))
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +26,7 @@ def photo(penguin_photo: Path) -> bytes:
 @pytest.fixture(scope="module")
 def baseline(server: Server, photo: bytes) -> dict:
     """What the service says about the photo before any bad request, and who is serving."""
-    first = _answer(_predict(server, photo))
-    return {
-        "answer": first,
-        "workers": sorted(server.worker_pids()),
-        "booted": _workers_booted(server),
-    }
+    return serving_state(server, photo)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -68,11 +46,7 @@ def test_bad_request_gets_its_problem_and_changes_nothing(
         assert problem["detail"].strip()
         assert response.headers.get("X-Request-Id")
 
-    # Both workers (two tries each way is plenty to reach both) still answer as before.
-    for _ in range(4):
-        assert _answer(_predict(server, photo)) == baseline["answer"]
-    assert sorted(server.worker_pids()) == baseline["workers"], "a worker was replaced"
-    assert _workers_booted(server) == baseline["booted"], "a worker was restarted"
+    assert_serving_unchanged(server, photo, baseline)
 
 
 def test_batch_with_one_bad_file_answers_the_good_ones(
@@ -108,4 +82,4 @@ def test_no_bad_request_left_a_trace_in_the_logs(server: Server, baseline: dict)
     logs = server.logs()
     assert "Traceback" not in logs
     assert "WORKER TIMEOUT" not in logs
-    assert _workers_booted(server) == baseline["booted"]
+    assert server.workers_booted() == baseline["booted"]

@@ -9,30 +9,16 @@ The requests are listed in tests/framing_requests.py (rows of docs/reliability.m
 
 from __future__ import annotations
 
-import re
 import socket
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.framing_requests import FramingCase, bad_cases, chunked, good_cases, multipart, send
-from tests.server import Server
+from tests.server import Server, assert_serving_unchanged, serving_state
 
 BAD = bad_cases()
 GOOD = good_cases()
-
-
-def _predict(server: Server, photo: bytes) -> dict:
-    response = requests.post(
-        server.url("/predict"), files={"file": ("penguin.jpg", photo, "image/jpeg")}, timeout=60
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _workers_booted(server: Server) -> int:
-    return len(re.findall(r"Booting worker with pid", server.logs()))
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +29,11 @@ def photo(penguin_photo: Path) -> bytes:
 @pytest.fixture(scope="module")
 def baseline(server: Server, photo: bytes) -> dict:
     """The answer to the photo sent the ordinary way, and who is serving."""
-    return {
-        "answer": _predict(server, photo),
-        "workers": sorted(server.worker_pids()),
-        "booted": _workers_booted(server),
-    }
+    return serving_state(server, photo)
 
 
 def _unchanged(server: Server, photo: bytes, baseline: dict) -> None:
-    # Both workers (four tries reach both) still answer as before, and are the same processes.
-    for _ in range(4):
-        assert _predict(server, photo) == baseline["answer"]
-    assert sorted(server.worker_pids()) == baseline["workers"], "a worker was replaced"
-    assert _workers_booted(server) == baseline["booted"], "a worker was restarted"
+    assert_serving_unchanged(server, photo, baseline)
     assert "Traceback" not in server.logs()
 
 

@@ -10,7 +10,6 @@ deadlines a hang would reach.
 from __future__ import annotations
 
 import io
-import re
 import socket
 import threading
 import time
@@ -35,10 +34,6 @@ def _report(request: pytest.FixtureRequest, text: str) -> None:
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
         print(f"\n{request.node.name}: {text}")
-
-
-def _booted(server: Server) -> int:
-    return len(re.findall(r"Booting worker with pid", server.logs()))
 
 
 def _predict(server: Server, photo: bytes, timeout: float) -> tuple[int, float]:
@@ -73,7 +68,7 @@ def test_slow_uploads_and_headers_hold_connections_not_workers_and_get_408_at_th
     default_server: Server, photo: bytes, request: pytest.FixtureRequest
 ) -> None:
     srv = default_server
-    workers, booted = sorted(srv.worker_pids()), _booted(srv)
+    workers, booted = sorted(srv.worker_pids()), srv.workers_booted()
     head, body = multipart_upload(srv.port, photo)
     # 16 uploads whose headers arrive at once and whose body then comes a byte a second,
     # and 16 whose very headers come a byte a second.
@@ -111,7 +106,7 @@ def test_slow_uploads_and_headers_hold_connections_not_workers_and_get_408_at_th
         # Never before the stated deadline (the server counts from its accept, after connect).
         assert client.closed_at - client.connected_at >= READ_TIMEOUT
     assert sorted(srv.worker_pids()) == workers, "a worker was replaced"
-    assert _booted(srv) == booted, "a worker was restarted"
+    assert srv.workers_booted() == booted, "a worker was restarted"
     assert "WORKER TIMEOUT" not in logs and "Traceback" not in logs
 
 
