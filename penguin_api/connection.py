@@ -3,8 +3,9 @@
 `ReceivedRequest` is the socket as Gunicorn's request parser sees it once the worker's
 event loop has received the request; `loop_problem_response` is an answer the loop gives
 itself (`request_timeout_response`: the 408 for a client that took too long, or a refused
-framing); `ClosingConnections` closes answered connections without resetting a client
-that is still sending. penguin_api.worker puts them together.
+framing), and `gunicorn_error_problem` says which one a request Gunicorn's parser refused
+gets; `ClosingConnections` closes answered connections without resetting a client that
+is still sending. penguin_api.worker puts them together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from typing import Any
+
+from gunicorn.http import errors as http_errors
 
 from penguin_api import errors, telemetry
 
@@ -76,8 +79,9 @@ def request_timeout_response(read_timeout: int, request_id: str, waited_s: float
     return loop_problem_response("request-timeout", detail, request_id, waited_s)
 
 
-def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: float) -> bytes:
-    """A whole problem+json answer, as bytes, for a request the event loop answers itself."""
+def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: float | None) -> bytes:
+    """A whole problem+json answer, as bytes, for a request the worker answers itself
+    (Server-Timing only when the wait is known)."""
     problem = errors.PROBLEMS[slug]
     status = problem.status
     body = errors.problem_body(problem, detail)
@@ -88,11 +92,51 @@ def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: flo
         f"Content-Type: {errors.PROBLEM_JSON}\r\n"
         f"Content-Length: {len(payload)}\r\n"
         "Connection: close\r\n"
-        f"Server-Timing: total;dur={waited_s * 1000:.1f}\r\n"
-        f"X-Request-Id: {request_id}\r\n"
+        + (f"Server-Timing: total;dur={waited_s * 1000:.1f}\r\n" if waited_s is not None else "")
+        + f"X-Request-Id: {request_id}\r\n"
         f"X-Instance-Id: {telemetry.instance_id()}\r\n\r\n"
     )
     return head.encode() + payload
+
+
+#: Requests Gunicorn's parser refuses, by the problem they get (the rest: bad-request).
+_PARSER_PROBLEMS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
+    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName), "internal-error"),
+    (http_errors.ConfigurationProblem, "internal-error"),
+    (http_errors.LimitRequestLine, "request-line-too-long"),
+    (http_errors.LimitRequestHeaders, "headers-too-large"),
+    (http_errors.ExpectationFailed, "expectation-failed"),
+    (http_errors.UnsupportedTransferCoding, "unsupported-transfer-coding"),
+    (
+        (
+            http_errors.InvalidChunkSize,
+            http_errors.ChunkMissingTerminator,
+            http_errors.InvalidChunkExtension,
+        ),
+        "bad-framing",
+    ),
+)
+#: The parser's own words go into the detail; a client's bytes in them are cut here.
+_DETAIL_CHARS = 200
+
+
+def gunicorn_error_problem(exc: BaseException) -> tuple[str, str]:
+    """(problem slug, detail) for an error Gunicorn met while reading or answering a request.
+
+    Gunicorn would answer these with an HTML page (400, 414, 431, ...); the service answers
+    every error in problem+json. Anything that is not a parse error is ours: 500.
+    """
+    if not isinstance(exc, http_errors.ParseException):
+        return "internal-error", errors.PROBLEMS["internal-error"].description
+    said = str(exc)
+    if len(said) > _DETAIL_CHARS:
+        said = said[:_DETAIL_CHARS] + "..."
+    for kinds, slug in _PARSER_PROBLEMS:
+        if isinstance(exc, kinds):
+            if slug == "internal-error":
+                return slug, errors.PROBLEMS[slug].description
+            return slug, f"{errors.PROBLEMS[slug].description} ({said})"
+    return "bad-request", f"The request's head could not be read: {said}."
 
 
 @dataclass(eq=False)

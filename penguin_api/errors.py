@@ -59,6 +59,14 @@ PROBLEMS: dict[str, ProblemType] = {
         ProblemType("length-required", 411, "Length required",
                     "An upload needs a framed body: send it with Content-Length, or with "
                     "Transfer-Encoding: chunked over HTTP/1.1."),
+        ProblemType("expectation-failed", 417, "Expectation failed",
+                    "The request's Expect header asks for something other than "
+                    "100-continue, the one expectation the server meets."),
+        ProblemType("request-line-too-long", 414, "Request line too long",
+                    "The request line (method, path and query) is over 4,094 bytes."),
+        ProblemType("headers-too-large", 431, "Request header fields too large",
+                    "A header line is over 8,190 bytes, or the request has more than 100 "
+                    "header fields."),
         ProblemType("upload-too-large", 413, "Upload too large",
                     "The request body is over the upload limit (MAX_UPLOAD_MB)."),
         ProblemType("too-many-parts", 413, "Too many form parts",

@@ -73,11 +73,18 @@ def _upload_body(many: bool) -> dict[str, Any]:
     }
 
 
+#: What any request may get from the HTTP parser, before an endpoint sees it.
+_HEAD_ERRORS = {
+    "414": _problem("request-line-too-long"),
+    "431": _problem("headers-too-large"),
+}
 _UPLOAD_ERRORS = {
     "408": _problem("request-timeout"),
     "411": _problem("length-required"),
     "413": _problem("upload-too-large", "too-many-parts", "image-too-large"),
+    **_HEAD_ERRORS,
     "415": _problem("unsupported-image", "unsupported-content-type"),
+    "417": _problem("expectation-failed"),
     "501": _problem("unsupported-transfer-coding"),
     "503": _problem("not-ready"),
     "500": _problem("internal-error"),
@@ -85,7 +92,11 @@ _UPLOAD_ERRORS = {
 
 
 def _paths() -> dict[str, Any]:
-    common_errors = {"500": _problem("internal-error")}
+    common_errors = {
+        "400": _problem("bad-request"),
+        **_HEAD_ERRORS,
+        "500": _problem("internal-error"),
+    }
     ready_errors = {"503": _problem("not-ready"), **common_errors}
     return {
         "/predict": {

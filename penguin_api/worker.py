@@ -34,12 +34,14 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from penguin_api import errors
 from penguin_api.config import Settings
 from penguin_api.connection import (
     LINGER_S,
     WRITE_TIMEOUT_S,
     ClosingConnections,
     ReceivedRequest,
+    gunicorn_error_problem,
     loop_problem_response,
     request_timeout_response,
 )
@@ -295,6 +297,23 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             return super().handle_request(req, conn)
         finally:
             self._running.pop(key, None)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """A request Gunicorn's parser refused (a 9 kB header, two Content-Lengths, ...), or
+        one it failed to answer: problem+json like every other error, not Gunicorn's HTML."""
+        slug, detail = gunicorn_error_problem(exc)
+        request_id = secrets.token_hex(16)
+        status = errors.PROBLEMS[slug].status
+        if status >= 500:
+            self.log.exception("error answering a request", extra={"request_id": request_id})
+        else:
+            self.log.info(
+                "request refused by the parser: %d %s from %s: %s", status, slug,
+                (addr or ("",))[0], detail, extra={"request_id": request_id},
+            )  # fmt: skip
+        with contextlib.suppress(OSError):
+            client.settimeout(WRITE_TIMEOUT_S)
+            client.sendall(loop_problem_response(slug, detail, request_id, None))
 
     def notify(self) -> None:
         """Heartbeat as old as the longest-running request, as a sync worker's would be.

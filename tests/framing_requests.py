@@ -1,6 +1,7 @@
-"""Uploads with broken body framing (chunked bodies, transfer codings, lengths), as raw bytes.
+"""Uploads with broken body framing (chunked bodies, transfer codings, lengths), and request
+heads an HTTP parser must refuse, as raw bytes.
 
-Each case is a whole request built around a real photo's multipart body, sent on a plain
+Each case is a whole request, most built around a real photo's multipart body, sent on a plain
 socket (no HTTP client sends such bytes), with the status, problem type and a piece of
 the detail it must get. tests/test_request_framing.py sends them; they are rows of the
 "Bad input" table of docs/reliability.md (``python -m tests.hostile_requests``).
@@ -191,6 +192,41 @@ def bad_cases() -> list[FramingCase]:
                     + b"0\r\n\r\n", 411, "length-required", "HTTP/1.0"),
         FramingCase("no-length", "an upload with neither Content-Length nor Transfer-Encoding",
                     lambda b: head() + b, 411, "length-required", "has neither"),
+    ]  # fmt: skip
+
+
+def _get(*lines: bytes, target: bytes = b"GET /health HTTP/1.1") -> Callable[[bytes], bytes]:
+    """A request with no body: `target` line, then the given header lines."""
+    return lambda _body: (
+        b"\r\n".join((target, b"Host: 127.0.0.1", *lines, b"Connection: close")) + b"\r\n\r\n"
+    )
+
+
+def bad_head_cases() -> list[FramingCase]:
+    """Request heads Gunicorn's parser refuses before the app sees them: each gets its
+    status and a problem, like everything else, instead of Gunicorn's HTML page."""
+    return [
+        FramingCase("two-lengths", "two different Content-Length fields",
+                    lambda b: head(f"Content-Length: {len(b)}", f"Content-Length: {len(b) + 1}")
+                    + b, 400, "bad-request", "'CONTENT-LENGTH'"),
+        FramingCase("length-not-number", "Content-Length: 4x",
+                    lambda b: head("Content-Length: 4x") + b, 400, "bad-request",
+                    "'CONTENT-LENGTH'"),
+        FramingCase("request-line-garbage", "a request line that is not one (`GARBAGE`)",
+                    lambda _b: b"GARBAGE\r\n\r\n", 400, "bad-request", "request line"),
+        FramingCase("http-version", "HTTP/9.9", _get(target=b"GET /health HTTP/9.9"), 400,
+                    "bad-request", "HTTP Version"),
+        FramingCase("method-symbols", "a method with symbols (`G@T`)",
+                    _get(target=b"G@T /health HTTP/1.1"), 400, "bad-request", "method"),
+        FramingCase("header-name-space", "a header name with a space (`Bad Name: 1`)",
+                    _get(b"Bad Name: 1"), 400, "bad-request", "header name"),
+        FramingCase("header-nul", "a NUL byte in a header value",
+                    _get(b"X-Note: a\x00b"), 400, "bad-request", "'X-NOTE'"),
+        FramingCase("header-folded", "a header folded onto a second line (obsolete folding)",
+                    _get(b"X-Note: 1", b"  folded"), 400, "bad-request", "folding"),
+        FramingCase("expect-other", "an upload with `Expect: 200-ok` (only 100-continue exists)",
+                    lambda b: head(f"Content-Length: {len(b)}", "Expect: 200-ok") + b, 417,
+                    "expectation-failed", "100-continue"),
     ]  # fmt: skip
 
 

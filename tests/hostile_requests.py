@@ -29,7 +29,7 @@ class Case:
     what: str
     send: Callable[[str], requests.Response]  # base URL -> response
     status: int
-    problem: str | None  # the problem `type` slug; None: Gunicorn answers before the app
+    problem: str  # the problem `type` slug
 
 
 def _upload(
@@ -167,11 +167,12 @@ def cases() -> list[Case]:
         Case("many-parts", "1,500 small form parts besides the image (Werkzeug reads at most "
              "1,000)", _many_parts(jpeg, 1500), 413, "too-many-parts"),
         Case("huge-header", "a 9 kB header line (Gunicorn's limit: 8,190 bytes)",
-             _headers("/health", {"X-Filler": "y" * 9000}), 431, None),
+             _headers("/health", {"X-Filler": "y" * 9000}), 431, "headers-too-large"),
         Case("too-many-headers", "120 header fields (Gunicorn's limit: 100)",
-             _headers("/health", {f"X-Filler-{i}": "y" for i in range(120)}), 431, None),
+             _headers("/health", {f"X-Filler-{i}": "y" for i in range(120)}), 431,
+             "headers-too-large"),
         Case("huge-url", "a 5 kB URL (Gunicorn's request-line limit: 4,094 bytes)",
-             _headers("/predict?q=" + "a" * 5000, {}), 414, None),
+             _headers("/predict?q=" + "a" * 5000, {}), 414, "request-line-too-long"),
         Case("not-found", "GET /nope", _raw(b"", None, "/nope", "GET"), 404, "not-found"),
         Case("get-predict", "GET /predict", _raw(b"", None, "/predict", "GET"), 405,
              "method-not-allowed"),
@@ -181,14 +182,12 @@ def cases() -> list[Case]:
 
 
 def markdown_table() -> str:
-    """The "Bad input" table of docs/reliability.md (with the broken framings, sent raw)."""
+    """The "Bad input" table of docs/reliability.md (with the broken framings and request
+    heads, sent raw)."""
     rows = ["| Input | Status | Problem `type` |", "|---|---|---|"]
-    rows += [
-        f"| {c.what} | {c.status} | "
-        + (f"`/problems/{c.problem}` |" if c.problem else "Gunicorn's own HTML page |")
-        for c in cases()
-    ]
-    rows += [f"| {c.what} | {c.status} | `/problems/{c.problem}` |" for c in framing.bad_cases()]
+    rows += [f"| {c.what} | {c.status} | `/problems/{c.problem}` |" for c in cases()]
+    raw = framing.bad_cases() + framing.bad_head_cases()
+    rows += [f"| {c.what} | {c.status} | `/problems/{c.problem}` |" for c in raw]
     return "\n".join(rows)
 
 

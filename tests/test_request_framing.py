@@ -1,6 +1,7 @@
-"""Broken body framing over a raw socket: every chunked body, transfer coding or missing
-length the server cannot read gets its status and a problem+json saying what was wrong,
-and changes nothing — no traceback, no worker restarted, the next photo answered as before.
+"""Broken body framing and request heads over a raw socket: every chunked body, transfer
+coding, missing length or head the server cannot read gets its status and a problem+json
+saying what was wrong, and changes nothing — no traceback, no worker restarted, the next
+photo answered as before.
 Well-framed chunked uploads (many small chunks, extensions, trailers) are answered as the
 plain upload is.
 
@@ -14,10 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.framing_requests import FramingCase, bad_cases, chunked, good_cases, multipart, send
+from tests.framing_requests import (
+    FramingCase,
+    bad_cases,
+    bad_head_cases,
+    chunked,
+    good_cases,
+    multipart,
+    send,
+)
 from tests.server import Server, assert_serving_unchanged, serving_state
 
-BAD = bad_cases()
+BAD = bad_cases() + bad_head_cases()
 GOOD = good_cases()
 
 
