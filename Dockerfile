@@ -28,7 +28,6 @@ COPY requirements.lock pyproject.toml ./
 # test suites and type stubs; onnxruntime's model-conversion tools and its C-API library
 # (the Python binding has the runtime linked in); NumPy's build tools (f2py, distutils);
 # Pillow's font rendering and Tk bridge (its AVIF codec stays: AVIF is an accepted format).
-# HEIC comes from pi-heif, pillow-heif's decode-only build: 23 MB less, no HEVC encoder.
 # The imports at the end fail the build if a future release needs something removed, or
 # if Pillow lost AVIF (the service would then quietly refuse AVIF uploads). The lock also
 # holds the gcs extra (google-cloud-storage): Cloud Run Jobs run this image as
@@ -48,8 +47,8 @@ RUN python -m venv /opt/venv \
            "$site"/pillow.libs/libharfbuzz-* "$site"/pillow.libs/libbrotli* \
            "$site"/PIL/_imagingtk.* \
  && /opt/venv/bin/python -c "import onnxruntime, numpy, flask, gunicorn, prometheus_client; \
-import pi_heif; from PIL import Image, features; Image.init(); \
-pi_heif.register_heif_opener(); assert features.check('avif'), 'Pillow without AVIF'; \
+import pillow_heif; from PIL import Image, features; Image.init(); \
+pillow_heif.register_heif_opener(); assert features.check('avif'), 'Pillow without AVIF'; \
 onnxruntime.InferenceSession; import tqdm, google.cloud.storage"
 
 # --- final: what runs ------------------------------------------------------------------

@@ -13,12 +13,12 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, features
 
-try:  # HEIC/HEIF from phones: pi-heif, pillow-heif's decode-only build (no HEVC encoder).
-    import pi_heif
+try:  # HEIC/HEIF from phones; optional so the training tools work without it.
+    import pillow_heif
 
-    pi_heif.register_heif_opener()
+    pillow_heif.register_heif_opener()
     _HEIF = ("HEIF",)
-except ImportError:  # pragma: no cover - pi-heif is a runtime dependency
+except ImportError:  # pragma: no cover - pillow-heif is a runtime dependency
     _HEIF = ()
 
 # AVIF (web downloads, recent Android phones) is Pillow's own codec, present in its wheels;
@@ -33,7 +33,7 @@ if _AVIF:
 
 #: Pillow format names we decode; anything else Pillow could open is refused. AVIF is
 #: tried before HEIF: both claim files branded "mif1", and only Pillow's AVIF plugin
-#: passes a HEIC on (pi-heif fails on an AVIF instead of declining it).
+#: passes a HEIC on (pillow-heif fails on an AVIF instead of declining it).
 ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", *_AVIF, *_HEIF)
 #: The same, as a user reads them in an error message.
 ACCEPTED_FORMATS_TEXT = (

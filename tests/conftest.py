@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tests.fake_gcloud import run_make
-from tests.image_samples import enable_heic_writing
 from tests.server import (
     DEFAULT_MODEL_DIR,
     REPO_ROOT,
@@ -36,8 +35,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    # Tests write HEIC files with pillow-heif; the service only reads them, with pi-heif.
-    enable_heic_writing()
 
 
 @pytest.fixture(scope="session")

@@ -14,21 +14,13 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
+try:
+    import pillow_heif
 
-def enable_heic_writing() -> bool:
-    """Let Pillow write HEIC with pillow-heif's encoder (a dev dependency) while reading
-    stays with pi-heif, the decode-only build the service uses. False without them."""
-    try:
-        import pi_heif
-        import pillow_heif
-    except ImportError:  # pragma: no cover - both come with the dev install
-        return False
     pillow_heif.register_heif_opener()
-    pi_heif.register_heif_opener()  # takes the reader back; it registers no writer
-    return True
-
-
-HEIF_AVAILABLE = enable_heic_writing()
+    HEIF_AVAILABLE = True
+except ImportError:  # pragma: no cover - pillow-heif is a runtime dependency
+    HEIF_AVAILABLE = False
 
 
 def _scene(size: tuple[int, int] = (48, 36), mode: str = "RGB") -> Image.Image:
