@@ -153,6 +153,16 @@ def test_sixteen_bit_rgb_png_keeps_its_colours():
     assert close(out.getpixel((2, 2)), (255, 0, 128), 1)
 
 
+def test_heic_is_read_by_a_libheif_with_the_2026_security_fixes():
+    # Uploads are untrusted: libheif up to 1.23.4 has out-of-bounds reads and writes that
+    # crafted HEIF files reach (one with a working exploit). The version that reads them
+    # is the one bundled in the pillow-heif wheel, which no advisory scanner sees.
+    import pillow_heif
+
+    version = tuple(int(part) for part in pillow_heif.libheif_version().split(".")[:3])
+    assert version >= (1, 23, 5), pillow_heif.libheif_version()
+
+
 def test_heic_with_alpha_becomes_rgb():
     data = encode(Image.new("RGBA", (64, 48), (200, 10, 10, 255)), "HEIF")
     out = imaging.decode_image(data, max_pixels=MAX)
