@@ -100,6 +100,8 @@ def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: flo
 
 
 #: Requests Gunicorn's parser refuses, by the problem they get (the rest: bad-request).
+#: A PROXY-protocol or TLS error, which Gunicorn answers 403, cannot happen here: the
+#: service speaks plain HTTP behind its front end, with the PROXY protocol off.
 _PARSER_PROBLEMS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
     ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName), "internal-error"),
     (http_errors.ConfigurationProblem, "internal-error"),

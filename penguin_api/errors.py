@@ -63,10 +63,12 @@ PROBLEMS: dict[str, ProblemType] = {
                     "The request's Expect header asks for something other than "
                     "100-continue, the one expectation the server meets."),
         ProblemType("request-line-too-long", 414, "Request line too long",
-                    "The request line (method, path and query) is over 4,094 bytes."),
+                    "The request line (method, path and query) is over the server's limit "
+                    "(4,094 bytes unless its operator changed it)."),
         ProblemType("headers-too-large", 431, "Request header fields too large",
-                    "A header line is over 8,190 bytes, or the request has more than 100 "
-                    "header fields."),
+                    "A header line is over the server's limit, or the request has too many "
+                    "header fields (8,190 bytes and 100 fields unless its operator changed "
+                    "them)."),
         ProblemType("upload-too-large", 413, "Upload too large",
                     "The request body is over the upload limit (MAX_UPLOAD_MB)."),
         ProblemType("too-many-parts", 413, "Too many form parts",

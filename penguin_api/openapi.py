@@ -76,6 +76,7 @@ def _upload_body(many: bool) -> dict[str, Any]:
 #: What any request may get from the HTTP parser, before an endpoint sees it.
 _HEAD_ERRORS = {
     "414": _problem("request-line-too-long"),
+    "417": _problem("expectation-failed"),
     "431": _problem("headers-too-large"),
 }
 _UPLOAD_ERRORS = {
@@ -84,7 +85,6 @@ _UPLOAD_ERRORS = {
     "413": _problem("upload-too-large", "too-many-parts", "image-too-large"),
     **_HEAD_ERRORS,
     "415": _problem("unsupported-image", "unsupported-content-type"),
-    "417": _problem("expectation-failed"),
     "501": _problem("unsupported-transfer-coding"),
     "503": _problem("not-ready"),
     "500": _problem("internal-error"),

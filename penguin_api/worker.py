@@ -29,12 +29,15 @@ import time
 from collections import deque
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
+from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from penguin_api import errors
+from penguin_api import errors, telemetry
 from penguin_api.config import Settings
 from penguin_api.connection import (
     LINGER_S,
@@ -300,20 +303,39 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """A request Gunicorn's parser refused (a 9 kB header, two Content-Lengths, ...), or
-        one it failed to answer: problem+json like every other error, not Gunicorn's HTML."""
+        one it failed to answer: problem+json like every other error, not Gunicorn's HTML.
+
+        Logged as Gunicorn logs them (a warning, or the traceback of a 500), with an access
+        line when the request line was read; the caller's X-Request-Id is kept when its
+        headers were.
+        """
+        started = datetime.now()
         slug, detail = gunicorn_error_problem(exc)
-        request_id = secrets.token_hex(16)
         status = errors.PROBLEMS[slug].status
+        req = req if req is not None else getattr(exc, "req", None)
+        headers = dict(getattr(req, "headers", None) or ())
+        request_id = telemetry.request_id_from(headers.get("X-REQUEST-ID"))
+        ip = (addr or ("", -1))[0]
         if status >= 500:
-            self.log.exception("error answering a request", extra={"request_id": request_id})
+            what = f"{req.method} {req.uri}" if hasattr(req, "uri") else "(no request line read)"
+            self.log.exception("error answering %s", what, extra={"request_id": request_id})
         else:
-            self.log.info(
-                "request refused by the parser: %d %s from %s: %s", status, slug,
-                (addr or ("",))[0], detail, extra={"request_id": request_id},
+            self.log.warning(
+                "request refused by the parser: %d %s from %s: %s", status, slug, ip, detail,
+                extra={"request_id": request_id},
             )  # fmt: skip
+        answer = loop_problem_response(slug, detail, request_id, None)
         with contextlib.suppress(OSError):
             client.settimeout(WRITE_TIMEOUT_S)
-            client.sendall(loop_problem_response(slug, detail, request_id, None))
+            client.sendall(answer)
+        if req is not None:
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = ip, str((addr or ("", -1))[1])
+            resp = Response(req, client, self.cfg)
+            resp.status = f"{status} {HTTPStatus(status).phrase}"
+            resp.headers = [("X-Request-Id", request_id)]
+            resp.sent = resp.response_length = len(answer)
+            self.log.access(resp, req, environ, datetime.now() - started)
 
     def notify(self) -> None:
         """Heartbeat as old as the longest-running request, as a sync worker's would be.

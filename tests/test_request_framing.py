@@ -10,6 +10,7 @@ The requests are listed in tests/framing_requests.py (rows of docs/reliability.m
 
 from __future__ import annotations
 
+import secrets
 import socket
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.framing_requests import (
     bad_head_cases,
     chunked,
     good_cases,
+    head,
     multipart,
     send,
 )
@@ -90,3 +92,24 @@ def test_a_photo_trickled_in_small_chunks_and_small_writes_is_answered(
             received += data
     assert received.startswith(b"HTTP/1.1 200 "), received[:300]
     _unchanged(server, photo, baseline)
+
+
+def test_a_head_the_parser_refuses_keeps_the_callers_request_id_and_is_logged(
+    server: Server, photo: bytes
+) -> None:
+    body = multipart(photo)
+    request_id = f"refused-{secrets.token_hex(6)}"
+    lengths = (f"Content-Length: {len(body)}", f"Content-Length: {len(body) + 1}")
+    answer = send(server.port, head(*lengths, f"X-Request-Id: {request_id}") + body, False)
+
+    assert answer.status == 400, answer.body
+    assert answer.headers["x-request-id"] == request_id
+    assert answer.problem()["type"] == "/problems/bad-request"
+
+    def logged() -> bool:
+        lines = [r for r in server.log_records() if r.get("request_id") == request_id]
+        warned = any("refused by the parser" in r.get("message", "") for r in lines)
+        accessed = any(r.get("httpRequest", {}).get("status") == 400 for r in lines)
+        return warned and accessed
+
+    server.wait_for(logged, 20, "a warning and an access line for the refused request")
