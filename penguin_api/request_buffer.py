@@ -6,8 +6,8 @@ thread take it. This module only frames requests (where the head ends, how long 
 body is); Gunicorn parses and validates them afterwards. A transfer coding or chunked
 body that cannot be read (penguin_api.chunked judges them) is refused: the worker answers
 it with the buffer's `refusal`. Where the head is in other doubt (conflicting lengths, a
-head past Gunicorn's limits) the buffer says "hand over" at once, and Gunicorn answers the
-request as it would have. It knows nothing of sockets, Gunicorn or Flask.
+head past Gunicorn's limits, lines ended by bare LFs) the buffer says "hand over" at once,
+and Gunicorn answers the request as it would have. It knows nothing of sockets, Gunicorn or Flask.
 """
 
 from __future__ import annotations
@@ -68,10 +68,15 @@ class RequestBuffer:
         """Add bytes read from the connection; say whether the request is complete."""
         self.data += chunk
         if self._head_end is None:
-            end = self.data.find(b"\r\n\r\n", max(0, self._searched - 3))
+            start = max(0, self._searched - 3)
+            end = self.data.find(b"\r\n\r\n", start)
             if end < 0:
                 self._searched = len(self.data)
-                return Verdict.HAND_OVER if len(self.data) > self.max_head else Verdict.MORE
+                # A head ended by bare LFs never shows a CRLF blank line: Gunicorn refuses
+                # it (400) as soon as it has it, instead of the client waiting for a 408.
+                bare_lf_end = self.data.find(b"\n\n", start) >= 0
+                too_long = len(self.data) > self.max_head
+                return Verdict.HAND_OVER if too_long or bare_lf_end else Verdict.MORE
             verdict = self._read_head(end + 4)
             if verdict is not None:
                 return verdict

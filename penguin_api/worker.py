@@ -163,6 +163,10 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
                 if incoming.buffer.head_received:
                     # It may still read: the app answers what came (a cut body gets 400).
                     self._answer(incoming, incoming.buffer.end_of_input())
+                elif incoming.size:
+                    # Part of a head, or bytes that are no HTTP: Gunicorn's parser says what
+                    # it makes of them (a 400 problem, or a quiet close for a cut head).
+                    self._answer(incoming, Verdict.HAND_OVER)
                 else:
                     self._forget(incoming)
                     self.close_now(incoming.conn)

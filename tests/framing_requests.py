@@ -202,6 +202,10 @@ def _get(*lines: bytes, target: bytes = b"GET /health HTTP/1.1") -> Callable[[by
     )
 
 
+def _bare_lf(_body: bytes) -> bytes:
+    return b"GET /health HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n"
+
+
 def bad_head_cases() -> list[FramingCase]:
     """Request heads Gunicorn's parser refuses before the app sees them: each gets its
     status and a problem, like everything else, instead of Gunicorn's HTML page."""
@@ -224,6 +228,11 @@ def bad_head_cases() -> list[FramingCase]:
                     _get(b"X-Note: a\x00b"), 400, "bad-request", "'X-NOTE'"),
         FramingCase("header-folded", "a header folded onto a second line (obsolete folding)",
                     _get(b"X-Note: 1", b"  folded"), 400, "bad-request", "folding"),
+        FramingCase("bare-lf-head", "a head whose lines end in LF alone, the client waiting",
+                    _bare_lf, 400, "bad-request", "bare LF"),
+        FramingCase("bare-lf-head-closed", "a head whose lines end in LF alone, the client "
+                    "then closing its side", _bare_lf, 400, "bad-request", "bare LF",
+                    closes=True),
         FramingCase("expect-other", "an upload with `Expect: 200-ok` (only 100-continue exists)",
                     lambda b: head(f"Content-Length: {len(b)}", "Expect: 200-ok") + b, 417,
                     "expectation-failed", "100-continue"),

@@ -146,6 +146,12 @@ def test_a_head_past_gunicorns_limits_is_handed_over_before_it_ends() -> None:
     assert buffer.feed(b"a" * 200) is Verdict.HAND_OVER
 
 
+def test_a_head_ended_by_bare_lfs_is_handed_over_even_split_between_reads() -> None:
+    buffer = RequestBuffer(max_body=1 << 20)
+    assert buffer.feed(b"GET /health HTTP/1.1\nHost: x\n") is Verdict.MORE
+    assert buffer.feed(b"\n") is Verdict.HAND_OVER
+
+
 def test_repeated_equal_content_lengths_are_one_length() -> None:
     request = _head("Content-Length: 4", "content-length: 4") + b"JPEG"
     assert RequestBuffer(max_body=1 << 20).feed(request) is Verdict.COMPLETE
