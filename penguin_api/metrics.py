@@ -54,6 +54,13 @@ IMAGE_ERRORS = Counter(
     "Uploads refused before inference, by problem type.",
     ["problem"],
 )
+ANSWERED_BEFORE_APP = Counter(
+    "penguin_answered_before_app",
+    "Requests the worker answered itself, before the application saw them (a client too "
+    "slow to send its request, framing or a head that cannot be read), by status and "
+    "problem type.",
+    ["status", "problem"],
+)
 MODEL_LOAD_SECONDS = Histogram(
     "penguin_model_load_duration_seconds",
     "Time a worker took to verify, load and warm up its model session.",

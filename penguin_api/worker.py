@@ -37,7 +37,7 @@ from typing import Any
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from penguin_api import errors, telemetry
+from penguin_api import errors, metrics, telemetry
 from penguin_api.config import Settings
 from penguin_api.connection import (
     LINGER_S,
@@ -247,6 +247,7 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             extra={"request_id": request_id, "bytes_received": incoming.size},
         )  # fmt: skip
         waited = now - incoming.accepted_at
+        _count_refusal(refusal.problem)
         answer = loop_problem_response(refusal.problem, refusal.detail, request_id, waited)
         with contextlib.suppress(OSError):  # a fresh socket's buffer takes the few hundred bytes
             conn.sock.send(answer)
@@ -328,6 +329,7 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
                 "request refused by the parser: %d %s from %s: %s", status, slug, ip, detail,
                 extra={"request_id": request_id},
             )  # fmt: skip
+        _count_refusal(slug)
         answer = loop_problem_response(slug, detail, request_id, None)
         with contextlib.suppress(OSError):
             client.settimeout(WRITE_TIMEOUT_S)
@@ -395,7 +397,14 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
             "headers complete" if incoming.buffer.head_received else "headers incomplete",
             extra={"request_id": request_id, "bytes_received": incoming.size},
         )  # fmt: skip
+        _count_refusal("request-timeout")
         with contextlib.suppress(OSError):
             waited = time.monotonic() - incoming.accepted_at
             conn.sock.send(request_timeout_response(self.read_timeout, request_id, waited))
         self.close_gracefully(conn, time.monotonic() + LINGER_S)
+
+
+def _count_refusal(slug: str) -> None:
+    """Count an answer the worker gave itself: the app's request metrics never see these."""
+    status = str(errors.PROBLEMS[slug].status)
+    metrics.child(metrics.ANSWERED_BEFORE_APP, status, slug).inc()

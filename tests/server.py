@@ -326,3 +326,17 @@ def running_server(
             # Workers orphaned by a killed master must not outlive the test.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def sample(text: str, name: str, /, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 if absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, label_text = metric.partition("{")
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if base == name and got == want:
+            return float(value)
+    return 0.0

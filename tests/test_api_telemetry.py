@@ -14,7 +14,7 @@ import requests
 
 from penguin_api import create_app
 from penguin_api.config import Settings
-from tests.server import running_server
+from tests.server import running_server, sample
 
 PROJECT = "penguin-test-project"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -27,20 +27,6 @@ def observed(model_dir, tmp_path_factory):
     with running_server(workers=2, model_dir=model_dir, env=env) as srv:
         srv.metrics_dir = metrics_dir
         yield srv
-
-
-def sample(text: str, name: str, /, **labels: str) -> float:
-    """The value of one sample in Prometheus text, 0 if absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        base, _, label_text = metric.partition("{")
-        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-        if base == name and got == want:
-            return float(value)
-    return 0.0
 
 
 def metrics_text(server) -> str:

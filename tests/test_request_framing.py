@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.framing_requests import (
     FramingCase,
@@ -26,7 +27,7 @@ from tests.framing_requests import (
     multipart,
     send,
 )
-from tests.server import Server, assert_serving_unchanged, serving_state
+from tests.server import Server, assert_serving_unchanged, sample, serving_state
 
 BAD = bad_cases() + bad_head_cases()
 GOOD = good_cases()
@@ -113,3 +114,22 @@ def test_a_head_the_parser_refuses_keeps_the_callers_request_id_and_is_logged(
         return warned and accessed
 
     server.wait_for(logged, 20, "a warning and an access line for the refused request")
+
+
+def test_what_the_worker_answers_itself_is_counted_in_the_metrics(
+    server: Server, photo: bytes
+) -> None:
+    def count(status: str, problem: str) -> float:
+        text = requests.get(server.url("/metrics"), timeout=10).text
+        return sample(text, "penguin_answered_before_app_total", status=status, problem=problem)
+
+    framing_before = count("400", "bad-framing")
+    head_before = count("431", "headers-too-large")
+    not_hex = next(c for c in BAD if c.id == "size-not-hex")
+    assert send(server.port, not_hex.build(multipart(photo)), False).status == 400
+    too_big = requests.get(server.url("/health"), headers={"X-Filler": "y" * 9000}, timeout=10)
+    assert too_big.status_code == 431
+
+    # Summed over both workers, whichever answered.
+    assert count("400", "bad-framing") == framing_before + 1
+    assert count("431", "headers-too-large") == head_before + 1

@@ -21,7 +21,7 @@ import requests
 from PIL import Image
 
 from penguin_api.config import Settings
-from tests.server import Server, running_server
+from tests.server import Server, running_server, sample
 from tests.slow_clients import Trickler, multipart_upload, open_idle, sockets_held, still_open
 
 READ_TIMEOUT = Settings().read_timeout
@@ -69,6 +69,7 @@ def test_slow_uploads_and_headers_hold_connections_not_workers_and_get_408_at_th
 ) -> None:
     srv = default_server
     workers, booted = sorted(srv.worker_pids()), srv.workers_booted()
+    timeouts_before = _timeouts_counted(srv)
     head, body = multipart_upload(srv.port, photo)
     # 16 uploads whose headers arrive at once and whose body then comes a byte a second,
     # and 16 whose very headers come a byte a second.
@@ -108,6 +109,15 @@ def test_slow_uploads_and_headers_hold_connections_not_workers_and_get_408_at_th
     assert sorted(srv.worker_pids()) == workers, "a worker was replaced"
     assert srv.workers_booted() == booted, "a worker was restarted"
     assert "WORKER TIMEOUT" not in logs and "Traceback" not in logs
+    # An operator sees them: the app's request metrics never do.
+    assert _timeouts_counted(srv) == timeouts_before + len(slow)
+
+
+def _timeouts_counted(srv: Server) -> float:
+    text = requests.get(srv.url("/metrics"), timeout=10).text
+    return sample(
+        text, "penguin_answered_before_app_total", status="408", problem="request-timeout"
+    )
 
 
 def test_500_idle_connections_do_not_stop_normal_uploads(
