@@ -25,6 +25,7 @@ DEFAULT_MAX_HEAD = 4094 + 2 + 100 * (8190 + 2) + 2
 #: chunks of a 32 MB upload uses 32 KiB of it; one-byte chunks would hold a worker for
 #: seconds, the data itself ending far below the upload limit.
 _FRAMING_BUDGET = 512 << 10
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _CONTINUE_LINE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNORECASE)
 
 
@@ -72,11 +73,11 @@ class RequestBuffer:
             end = self.data.find(b"\r\n\r\n", start)
             if end < 0:
                 self._searched = len(self.data)
-                # A head ended by bare LFs never shows a CRLF blank line: Gunicorn refuses
-                # it (400) as soon as it has it, instead of the client waiting for a 408.
-                bare_lf_end = self.data.find(b"\n\n", start) >= 0
+                # A line ended by a bare LF: Gunicorn refuses the request (400) from it, so
+                # it goes there at once, not after the client has waited for a 408.
+                bare_lf = _BARE_LF.search(self.data, start) is not None
                 too_long = len(self.data) > self.max_head
-                return Verdict.HAND_OVER if too_long or bare_lf_end else Verdict.MORE
+                return Verdict.HAND_OVER if too_long or bare_lf else Verdict.MORE
             verdict = self._read_head(end + 4)
             if verdict is not None:
                 return verdict

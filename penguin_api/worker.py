@@ -34,6 +34,7 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
+from gunicorn.http.message import Request
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -164,9 +165,10 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
                     # It may still read: the app answers what came (a cut body gets 400).
                     self._answer(incoming, incoming.buffer.end_of_input())
                 elif incoming.size:
-                    # Part of a head, or bytes that are no HTTP: Gunicorn's parser says what
-                    # it makes of them (a 400 problem, or a quiet close for a cut head).
-                    self._answer(incoming, Verdict.HAND_OVER)
+                    # Part of a head, or bytes that are no HTTP, and nothing more to come:
+                    # Gunicorn's parser says what it makes of them, in the loop (a 400
+                    # problem, or a quiet close for a head cut short).
+                    self._answer(incoming, Verdict.COMPLETE)
                 else:
                     self._forget(incoming)
                     self.close_now(incoming.conn)
@@ -310,38 +312,46 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
         """A request Gunicorn's parser refused (a 9 kB header, two Content-Lengths, ...), or
         one it failed to answer: problem+json like every other error, not Gunicorn's HTML.
 
-        Logged as Gunicorn logs them (a warning, or the traceback of a 500), with an access
-        line when the request line was read; the caller's X-Request-Id is kept when its
-        headers were.
+        Logged as Gunicorn logs them: a warning, or the traceback of a 500; an access line
+        too when the parser had read the request line and headers far enough to say (as
+        for conflicting lengths), whose X-Request-Id, if sane, the answer then keeps.
         """
         started = datetime.now()
         slug, detail = gunicorn_error_problem(exc)
         status = errors.PROBLEMS[slug].status
-        req = req if req is not None else getattr(exc, "req", None)
-        headers = dict(getattr(req, "headers", None) or ())
-        request_id = telemetry.request_id_from(headers.get("X-REQUEST-ID"))
-        ip = (addr or ("", -1))[0]
+        if req is None:  # some header errors carry the request read so far (others a string)
+            req = getattr(exc, "req", None)
+        if not isinstance(req, Request):
+            req = None
+        said_id = dict(req.headers).get("X-REQUEST-ID") if req else None
+        request_id = telemetry.request_id_from(said_id)
+        ip, port = addr or ("", -1)
         if status >= 500:
-            what = f"{req.method} {req.uri}" if hasattr(req, "uri") else "(no request line read)"
+            what = f"{req.method} {req.uri}" if req else "(no request line read)"
             self.log.exception("error answering %s", what, extra={"request_id": request_id})
         else:
             self.log.warning(
                 "request refused by the parser: %d %s from %s: %s", status, slug, ip, detail,
                 extra={"request_id": request_id},
             )  # fmt: skip
-        _count_refusal(slug)
+            _count_refusal(slug)  # a 500 may be a request the app saw, and counted
         answer = loop_problem_response(slug, detail, request_id, None)
         with contextlib.suppress(OSError):
             client.settimeout(WRITE_TIMEOUT_S)
             client.sendall(answer)
-        if req is not None:
+        if req is None:
+            return
+        try:
             environ = default_environ(req, client, self.cfg)
-            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = ip, str((addr or ("", -1))[1])
+            environ.update(REMOTE_ADDR=ip, REMOTE_PORT=str(port), PATH_INFO=req.path,
+                           QUERY_STRING=req.query)  # fmt: skip
             resp = Response(req, client, self.cfg)
             resp.status = f"{status} {HTTPStatus(status).phrase}"
             resp.headers = [("X-Request-Id", request_id)]
-            resp.sent = resp.response_length = len(answer)
+            resp.sent = resp.response_length = len(answer.partition(b"\r\n\r\n")[2])
             self.log.access(resp, req, environ, datetime.now() - started)
+        except Exception:  # the answer is out; a log line must not turn into a lost worker
+            self.log.exception("could not write the access line of a refused request")
 
     def notify(self) -> None:
         """Heartbeat as old as the longest-running request, as a sync worker's would be.
@@ -358,6 +368,8 @@ class BufferingWorker(ClosingConnections, ThreadWorker):
     # --- finishing --------------------------------------------------------------------------
     def finish_request(self, conn: TConn, fs: Any) -> None:
         """A request is answered: free its budget, close its connection gracefully."""
+        if fs.done() and fs.exception() is not None:  # handle() answers its own errors
+            self.log.error("a request ended in an error no handler took", exc_info=fs.exception())
         held = self._held.pop(id(conn), None)
         self._busy -= 1
         if held is not None:

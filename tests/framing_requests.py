@@ -206,6 +206,10 @@ def _bare_lf(_body: bytes) -> bytes:
     return b"GET /health HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n"
 
 
+def _bare_lf_line(_body: bytes) -> bytes:
+    return b"GET /health HTTP/1.1\nHost: 127.0.0.1"
+
+
 def bad_head_cases() -> list[FramingCase]:
     """Request heads Gunicorn's parser refuses before the app sees them: each gets its
     status and a problem, like everything else, instead of Gunicorn's HTML page."""
@@ -228,8 +232,10 @@ def bad_head_cases() -> list[FramingCase]:
                     _get(b"X-Note: a\x00b"), 400, "bad-request", "'X-NOTE'"),
         FramingCase("header-folded", "a header folded onto a second line (obsolete folding)",
                     _get(b"X-Note: 1", b"  folded"), 400, "bad-request", "folding"),
-        FramingCase("bare-lf-head", "a head whose lines end in LF alone, the client waiting",
+        FramingCase("bare-lf-head", "a head whose lines end in LF alone",
                     _bare_lf, 400, "bad-request", "bare LF"),
+        FramingCase("bare-lf-line", "a request line ended by LF alone, the client waiting to "
+                    "send the rest", _bare_lf_line, 400, "bad-request", "bare LF"),
         FramingCase("bare-lf-head-closed", "a head whose lines end in LF alone, the client "
                     "then closing its side", _bare_lf, 400, "bad-request", "bare LF",
                     closes=True),

@@ -146,10 +146,16 @@ def test_a_head_past_gunicorns_limits_is_handed_over_before_it_ends() -> None:
     assert buffer.feed(b"a" * 200) is Verdict.HAND_OVER
 
 
-def test_a_head_ended_by_bare_lfs_is_handed_over_even_split_between_reads() -> None:
+def test_a_line_ended_by_a_bare_lf_is_handed_over_at_once() -> None:
+    assert RequestBuffer(max_body=1 << 20).feed(b"GET /health HTTP/1.1\n") is Verdict.HAND_OVER
+
+
+def test_a_crlf_split_between_reads_is_not_a_bare_lf() -> None:
     buffer = RequestBuffer(max_body=1 << 20)
-    assert buffer.feed(b"GET /health HTTP/1.1\nHost: x\n") is Verdict.MORE
-    assert buffer.feed(b"\n") is Verdict.HAND_OVER
+    assert buffer.feed(b"GET /health HTTP/1.1\r") is Verdict.MORE
+    assert buffer.feed(b"\nHost: x\r") is Verdict.MORE
+    assert buffer.feed(b"\n\r") is Verdict.MORE
+    assert buffer.feed(b"\n") is Verdict.COMPLETE
 
 
 def test_repeated_equal_content_lengths_are_one_length() -> None:

@@ -110,7 +110,11 @@ def test_a_head_the_parser_refuses_keeps_the_callers_request_id_and_is_logged(
     def logged() -> bool:
         lines = [r for r in server.log_records() if r.get("request_id") == request_id]
         warned = any("refused by the parser" in r.get("message", "") for r in lines)
-        accessed = any(r.get("httpRequest", {}).get("status") == 400 for r in lines)
+        accessed = any(
+            r.get("httpRequest", {}).get("status") == 400
+            and r["httpRequest"].get("requestUrl") == "/predict"
+            for r in lines
+        )
         return warned and accessed
 
     server.wait_for(logged, 20, "a warning and an access line for the refused request")
