@@ -103,8 +103,6 @@ def loop_problem_response(slug: str, detail: str, request_id: str, waited_s: flo
 #: A PROXY-protocol or TLS error, which Gunicorn answers 403, cannot happen here: the
 #: service speaks plain HTTP behind its front end, with the PROXY protocol off.
 _PARSER_PROBLEMS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
-    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName), "internal-error"),
-    (http_errors.ConfigurationProblem, "internal-error"),
     (http_errors.LimitRequestLine, "request-line-too-long"),
     (http_errors.LimitRequestHeaders, "headers-too-large"),
     (http_errors.ExpectationFailed, "expectation-failed"),
@@ -118,6 +116,12 @@ _PARSER_PROBLEMS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str
         "bad-framing",
     ),
 )
+#: Parse errors that are ours, not the client's: a header the app tried to send, a setting.
+_OUR_PARSE_ERRORS = (
+    http_errors.InvalidResponseHeader,
+    http_errors.InvalidResponseHeaderName,
+    http_errors.ConfigurationProblem,
+)
 #: The parser's own words go into the detail; a client's bytes in them are cut here.
 _DETAIL_CHARS = 200
 
@@ -128,15 +132,13 @@ def gunicorn_error_problem(exc: BaseException) -> tuple[str, str]:
     Gunicorn would answer these with an HTML page (400, 414, 431, ...); the service answers
     every error in problem+json. Anything that is not a parse error is ours: 500.
     """
-    if not isinstance(exc, http_errors.ParseException):
+    if not isinstance(exc, http_errors.ParseException) or isinstance(exc, _OUR_PARSE_ERRORS):
         return "internal-error", errors.PROBLEMS["internal-error"].description
     said = str(exc)
     if len(said) > _DETAIL_CHARS:
         said = said[:_DETAIL_CHARS] + "..."
     for kinds, slug in _PARSER_PROBLEMS:
         if isinstance(exc, kinds):
-            if slug == "internal-error":
-                return slug, errors.PROBLEMS[slug].description
             return slug, f"{errors.PROBLEMS[slug].description} ({said})"
     return "bad-request", f"The request's head could not be read: {said}."
 

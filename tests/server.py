@@ -340,3 +340,10 @@ def sample(text: str, name: str, /, **labels: str) -> float:
         if base == name and got == want:
             return float(value)
     return 0.0
+
+
+def metric_value(server: Server, name: str, /, **labels: str) -> float:
+    """One sample of the server's /metrics page (summed over its workers), 0 if absent."""
+    response = requests.get(server.url("/metrics"), timeout=10)
+    assert response.status_code == 200
+    return sample(response.text, name, **labels)

@@ -27,7 +27,7 @@ from tests.framing_requests import (
     multipart,
     send,
 )
-from tests.server import Server, assert_serving_unchanged, sample, serving_state
+from tests.server import Server, assert_serving_unchanged, metric_value, serving_state
 
 BAD = bad_cases() + bad_head_cases()
 GOOD = good_cases()
@@ -124,8 +124,8 @@ def test_what_the_worker_answers_itself_is_counted_in_the_metrics(
     server: Server, photo: bytes
 ) -> None:
     def count(status: str, problem: str) -> float:
-        text = requests.get(server.url("/metrics"), timeout=10).text
-        return sample(text, "penguin_answered_before_app_total", status=status, problem=problem)
+        name = "penguin_answered_before_app_total"
+        return metric_value(server, name, status=status, problem=problem)
 
     framing_before = count("400", "bad-framing")
     head_before = count("431", "headers-too-large")

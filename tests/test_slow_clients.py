@@ -21,7 +21,7 @@ import requests
 from PIL import Image
 
 from penguin_api.config import Settings
-from tests.server import Server, running_server, sample
+from tests.server import Server, metric_value, running_server
 from tests.slow_clients import Trickler, multipart_upload, open_idle, sockets_held, still_open
 
 READ_TIMEOUT = Settings().read_timeout
@@ -114,10 +114,8 @@ def test_slow_uploads_and_headers_hold_connections_not_workers_and_get_408_at_th
 
 
 def _timeouts_counted(srv: Server) -> float:
-    text = requests.get(srv.url("/metrics"), timeout=10).text
-    return sample(
-        text, "penguin_answered_before_app_total", status="408", problem="request-timeout"
-    )
+    name = "penguin_answered_before_app_total"
+    return metric_value(srv, name, status="408", problem="request-timeout")
 
 
 def test_500_idle_connections_do_not_stop_normal_uploads(
